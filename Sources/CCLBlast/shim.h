@@ -1,0 +1,6 @@
+#ifndef OPAL_CCLBLAST_SHIM_H
+#define OPAL_CCLBLAST_SHIM_H
+#define CL_TARGET_OPENCL_VERSION 120
+#define CL_USE_DEPRECATED_OPENCL_1_2_APIS
+#include <clblast_c.h>
+#endif
