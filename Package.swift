@@ -31,7 +31,8 @@ let package = Package(
         .target(name: "OpalCPU", dependencies: ["OpalCore", "CBLAS"]),
         .target(name: "OpalOpenCL", dependencies: ["OpalCore", "OpenCLKit", "CCLBlast", "COpenCL"],
                 plugins: ["EmbedKernels"]),
-        .target(name: "Opal", dependencies: ["OpalCore", "OpalCPU", "OpalOpenCL", "OpenCLKit", "CZlib"]),
+        .target(name: "Opal", dependencies: ["OpalCore", "OpalCPU", "OpalOpenCL", "OpenCLKit", "CZlib"],
+                exclude: ["Resources"], plugins: ["EmbedKernels"]),
         .target(name: "OpalBenchmarks", dependencies: ["Opal", "OpalCPU", "OpalOpenCL", "OpenCLKit"],
                 path: "Benchmarks/OpalBenchmarks"),
         .executableTarget(name: "OpalCLI", dependencies: [
@@ -41,6 +42,7 @@ let package = Package(
 
         .testTarget(name: "OpenCLKitTests", dependencies: ["OpenCLKit"]),
         .testTarget(name: "OpalCoreTests", dependencies: ["OpalCore", "OpalCPU"]),
+        .testTarget(name: "OpalCPUTests", dependencies: ["OpalCore", "OpalCPU"]),
         .testTarget(name: "OpalOpenCLTests", dependencies: ["OpalCore", "OpalCPU", "OpalOpenCL", "OpenCLKit"]),
         .testTarget(name: "OpalTests", dependencies: ["Opal"]),
         .testTarget(name: "OpalCLITests", dependencies: ["OpalCLI"]),
