@@ -47,6 +47,8 @@ public struct Tensor: Sendable, CustomStringConvertible {
     }
 
     /// An int32 tensor (labels, indices) holding `values` in row-major order.
+    /// (Disfavoured so that a literal like `[1, 2]` makes a float tensor.)
+    @_disfavoredOverload
     public init(_ values: [Int32], shape: Shape, on device: Device) throws {
         guard values.count == shape.count else {
             throw TensorError.invalidShape(op: "Tensor(_:shape:)", shape: shape,

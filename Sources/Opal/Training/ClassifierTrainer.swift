@@ -17,6 +17,7 @@ public struct ClassifierTrainingOptions: Sendable {
 /// What one epoch did.
 public struct EpochSummary: Sendable {
     public var epoch: Int
+    /// Mean of the step losses over the epoch.
     public var trainingLoss: Double
     public var validationLoss: Double
     public var validationAccuracy: Double
@@ -88,6 +89,7 @@ public final class ClassifierTrainer {
             let (features, labels) = try upload(training, indices: order)
             let bar = options.showProgress ? ProgressBar(total: batches.count, label: "epoch \(epoch)/\(options.epochs)") : nil
             var lossSum = try Tensor.zeros([], on: device)
+            var epochLossSum = try Tensor.zeros([], on: device)
             var start = 0, seenSinceRead = 0, stepsSinceRead = 0
             var lastLoss = Double.nan
             let readEvery = max(1, batches.count / 50)
@@ -96,6 +98,7 @@ public final class ClassifierTrainer {
                 start += batch.count
                 let loss = try step(features: features.sliced(along: 0, range), labels: labels.sliced(along: 0, range))
                 lossSum = try lossSum + loss.detached()
+                epochLossSum = try epochLossSum + loss.detached()
                 seenSinceRead += batch.count; stepsSinceRead += 1
                 if (index + 1) % readEvery == 0 || index + 1 == batches.count {
                     // The only host wait of the epoch loop, every `readEvery` steps, for the display.
@@ -112,7 +115,8 @@ public final class ClassifierTrainer {
             bar?.finish()
             let seconds = Date().timeIntervalSince(started)
             let evaluation = try evaluate(validation)
-            let summary = EpochSummary(epoch: epoch, trainingLoss: lastLoss, validationLoss: evaluation.loss,
+            let trainingLoss = Double(try epochLossSum.item()) / Double(batches.count)
+            let summary = EpochSummary(epoch: epoch, trainingLoss: trainingLoss, validationLoss: evaluation.loss,
                                        validationAccuracy: evaluation.report.accuracy, seconds: seconds,
                                        samplesPerSecond: Double(training.count) / seconds)
             history.append(summary)
