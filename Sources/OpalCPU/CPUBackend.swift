@@ -1,1 +1,228 @@
+import CBLAS
+import Dispatch
+import Foundation
 import OpalCore
+
+/// The native CPU backend: OpenBLAS `sgemm` for matrix products and tight loops over raw pointers
+/// for everything else. It runs synchronously (every call has finished when it returns), so it is
+/// also the oracle the other backends are tested against.
+///
+/// The op families live in one file each, mirroring `Kernels/*.cl`: `Elementwise.swift`,
+/// `Reduce.swift`, `Softmax.swift`, `Loss.swift`, `Optim.swift`, `Gemm.swift`.
+///
+/// `@unchecked Sendable`: the backend's only mutable state is the buffer cache, which is guarded
+/// by a lock; the ops themselves touch only the buffers they are given.
+public final class CPUBackend: Backend, @unchecked Sendable {
+    public let name = "cpu"
+    public let kind = DeviceKind.cpu
+    public let deviceDescription: String
+    /// Threads used by OpenBLAS and by the parallel elementwise loops.
+    public let threadCount: Int
+    let cache: CPUBufferCache
+
+    /// - Parameter cacheCapacityBytes: how many bytes of freed large buffers are kept for reuse.
+    public init(cacheCapacityBytes: Int = 256 << 20) {
+        threadCount = CPUBackend.blasThreads
+        deviceDescription = "Native CPU (OpenBLAS, \(threadCount) thread\(threadCount == 1 ? "" : "s"))"
+        cache = CPUBufferCache(capacityBytes: cacheCapacityBytes)
+    }
+
+    /// Sets OpenBLAS's thread count once per process, to the number of active processors.
+    private static let blasThreads: Int = {
+        let count = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        openblas_set_num_threads(Int32(count))
+        return count
+    }()
+
+    // MARK: Memory
+
+    public func allocate(count: Int) throws -> any DeviceBuffer {
+        guard count >= 0 else {
+            throw TensorError.invalidArgument(op: "allocate", reason: "negative element count \(count)")
+        }
+        return cache.buffer(count: count)
+    }
+
+    public func write(_ values: [Float], to buffer: any DeviceBuffer) throws {
+        let destination = try cpuBuffer(buffer, op: "write", elements: values.count)
+        values.withUnsafeBufferPointer { source in
+            guard let base = source.baseAddress else { return }
+            destination.floats.update(from: base, count: source.count)
+        }
+    }
+
+    public func write(_ values: [Int32], to buffer: any DeviceBuffer) throws {
+        let destination = try cpuBuffer(buffer, op: "write", elements: values.count)
+        values.withUnsafeBufferPointer { source in
+            guard let base = source.baseAddress else { return }
+            destination.ints.update(from: base, count: source.count)
+        }
+    }
+
+    public func readFloats(_ buffer: any DeviceBuffer, count: Int) throws -> [Float] {
+        let source = try cpuBuffer(buffer, op: "readFloats", elements: count)
+        return Array(UnsafeBufferPointer(start: source.floats, count: count))
+    }
+
+    public func readInts(_ buffer: any DeviceBuffer, count: Int) throws -> [Int32] {
+        let source = try cpuBuffer(buffer, op: "readInts", elements: count)
+        return Array(UnsafeBufferPointer(start: source.ints, count: count))
+    }
+
+    public func fill(_ buffer: any DeviceBuffer, value: Float, count: Int) throws {
+        let destination = try cpuBuffer(buffer, op: "fill", elements: count).floats
+        if value == 0 && value.sign == .plus {
+            destination.update(repeating: 0, count: count)   // memset
+        } else {
+            for index in 0..<count { destination[index] = value }
+        }
+    }
+
+    /// Every call has already finished: the CPU backend executes synchronously.
+    public func synchronize() throws {}
+
+    // MARK: Helpers shared by the op files
+
+    /// Downcasts a buffer and checks that it holds at least `elements` elements.
+    @inline(__always)
+    func cpuBuffer(_ buffer: any DeviceBuffer, op: String, elements: Int) throws -> CPUBuffer {
+        guard let buffer = buffer as? CPUBuffer else {
+            throw TensorError.device("\(op): the CPU backend was given a buffer of another backend (\(type(of: buffer)))")
+        }
+        guard elements >= 0, elements <= buffer.count else {
+            throw TensorError.invalidArgument(
+                op: op, reason: "needs \(elements) elements but the buffer holds \(buffer.count)")
+        }
+        return buffer
+    }
+
+    /// Runs `body(start, end)` over `0..<count` split into at most `threadCount` chunks of at least
+    /// `minimumChunk` elements; small ranges run inline on the calling thread.
+    @inline(__always)
+    func parallelRanges(count: Int, minimumChunk: Int, _ body: (Int, Int) -> Void) {
+        let chunks = min(threadCount, count / max(minimumChunk, 1))
+        if chunks <= 1 {
+            body(0, count)
+            return
+        }
+        // The chunks write disjoint ranges and concurrentPerform returns only when all have finished,
+        // so handing the non-Sendable body (it captures raw pointers) to the worker threads is safe.
+        withoutActuallyEscaping(body) { body in
+            nonisolated(unsafe) let body = body
+            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                body(chunk * count / chunks, (chunk + 1) * count / chunks)
+            }
+        }
+    }
+}
+
+/// Chunk sizes (in elements) below which a loop stays on one thread: cheap memory-bound loops need
+/// far more work than transcendental ones to pay for waking a second thread.
+enum ParallelGrain {
+    static let cheap = 256 * 1024
+    static let expensive = 64 * 1024
+}
+
+/// Host memory of the CPU backend: `count` 4-byte elements, 64-byte aligned.
+/// Freed memory returns to the backend's cache when the last reference goes away.
+///
+/// `@unchecked Sendable`: the pointer never changes; synchronising access to the contents is the
+/// caller's job, exactly as for device memory of other backends.
+public final class CPUBuffer: DeviceBuffer, @unchecked Sendable {
+    public let count: Int
+    /// Start of the memory (`count · 4` bytes, at least 64).
+    public let pointer: UnsafeMutableRawPointer
+    let byteCount: Int
+    private let cache: CPUBufferCache?
+
+    init(count: Int, pointer: UnsafeMutableRawPointer, byteCount: Int, cache: CPUBufferCache?) {
+        self.count = count; self.pointer = pointer; self.byteCount = byteCount; self.cache = cache
+    }
+
+    /// Allocates uncached memory for `count` elements.
+    public convenience init(count: Int) {
+        let bytes = CPUBufferCache.byteCount(forElements: count)
+        self.init(count: count, pointer: .allocate(byteCount: bytes, alignment: CPUBufferCache.alignment),
+                  byteCount: bytes, cache: nil)
+    }
+
+    /// The memory as Float elements.
+    public var floats: UnsafeMutablePointer<Float> { pointer.assumingMemoryBound(to: Float.self) }
+    /// The memory as Int32 elements.
+    public var ints: UnsafeMutablePointer<Int32> { pointer.assumingMemoryBound(to: Int32.self) }
+    /// The memory as raw 32-bit words (moves Float or Int32 data bit-exactly).
+    var words: UnsafeMutablePointer<UInt32> { pointer.assumingMemoryBound(to: UInt32.self) }
+
+    deinit {
+        if let cache {
+            cache.recycle(pointer, byteCount: byteCount)
+        } else {
+            pointer.deallocate()
+        }
+    }
+}
+
+/// A small free-list cache keyed by byte size: a training step allocates the same sizes every step,
+/// so large buffers are reused instead of going back to `malloc` (which would `mmap`/`munmap` them).
+/// Small buffers are not cached (malloc is fast for them). Thread-safe through one lock.
+final class CPUBufferCache: @unchecked Sendable {
+    static let alignment = 64
+    /// Buffers smaller than this go straight to and from the system allocator.
+    static let minimumCachedBytes = 64 * 1024
+
+    private let lock = NSLock()
+    private var free: [Int: [UnsafeMutableRawPointer]] = [:]
+    private var cachedBytes = 0
+    private let capacityBytes: Int
+
+    init(capacityBytes: Int) { self.capacityBytes = capacityBytes }
+
+    /// Bytes for `count` elements, rounded up to the alignment (at least one cache line).
+    static func byteCount(forElements count: Int) -> Int {
+        max(alignment, (count * 4 + alignment - 1) / alignment * alignment)
+    }
+
+    func buffer(count: Int) -> CPUBuffer {
+        let bytes = CPUBufferCache.byteCount(forElements: count)
+        if bytes >= CPUBufferCache.minimumCachedBytes {
+            lock.lock()
+            let reused = free[bytes]?.popLast()
+            if reused != nil { cachedBytes -= bytes }
+            lock.unlock()
+            if let reused { return CPUBuffer(count: count, pointer: reused, byteCount: bytes, cache: self) }
+        }
+        return CPUBuffer(count: count, pointer: .allocate(byteCount: bytes, alignment: CPUBufferCache.alignment),
+                         byteCount: bytes, cache: self)
+    }
+
+    func recycle(_ pointer: UnsafeMutableRawPointer, byteCount bytes: Int) {
+        if bytes >= CPUBufferCache.minimumCachedBytes {
+            lock.lock()
+            if cachedBytes + bytes <= capacityBytes {
+                free[bytes, default: []].append(pointer)
+                cachedBytes += bytes
+                lock.unlock()
+                return
+            }
+            lock.unlock()
+        }
+        pointer.deallocate()
+    }
+
+    /// Returns every cached block to the system.
+    func trim() {
+        lock.lock()
+        let blocks = free.values.flatMap { $0 }
+        free.removeAll()
+        cachedBytes = 0
+        lock.unlock()
+        for block in blocks { block.deallocate() }
+    }
+
+    deinit { for block in free.values.joined() { block.deallocate() } }
+}
+
+extension CPUBackend {
+    /// Returns the memory kept for reuse to the system.
+    public func trimCache() { cache.trim() }
+}

@@ -1,0 +1,129 @@
+// elementwise.cl — elementwise functions, broadcasting binary ops and strided copies (fp32, OpenCL C 1.2).
+//
+// Contract (the CPU reference is Sources/OpalCPU, the host side Sources/OpalOpenCL/OpenCLBackend.swift):
+//   unary          y[i] = f_op(x[i]) for i < count; x and y may alias. op codes and parameters (a, b):
+//                    0 identity  1 negate  2 abs  3 exp  4 log  5 sqrt  6 reciprocal  7 square  8 relu
+//                    9 leakyRelu(a = slope)  10 sigmoid  11 tanh  12 gelu (tanh approximation)
+//                    13 softplus = max(x,0) + log1p(exp(-|x|))  14 power(a = p)  15 affine(a = scale, b = shift)
+//                    16 step (x > 0 ? 1 : 0)  17 leakyReluDerivative(a = slope)  18 geluDerivative
+//   binary_flat    out[i] = a[i·strideA] ⊕ b[i·strideB] for i < count; strideA, strideB ∈ {0, 1}
+//                  (same-shape contiguous inputs, or a scalar on either side).
+//   binary_strided out[idx] = a[Σ idx·stridesA] ⊕ b[Σ idx·stridesB] over the row-major index space of
+//                  shape[0..<rank] (rank ≤ 8; shape and strides passed by value as int8; unused lanes ignored).
+//                  ⊕ codes: 0 add  1 subtract  2 multiply  3 divide  4 power  5 maximum  6 minimum
+//   strided_copy   dst[dstOffset + Σ idx·dstStrides] = src[srcOffset + Σ idx·srcStrides] (rank ≤ 8).
+//
+// Launch geometry (all kernels): 1-D, global = count rounded up to a multiple of WGS, local = WGS;
+// every work-item with get_global_id(0) ≥ count returns at once.
+
+#ifndef WGS
+#define WGS 256
+#endif
+
+#define GELU_C 0.7978845608028654f   // √(2/π)
+#define GELU_K 0.044715f
+
+inline float opal_unary(int op, float x, float a, float b) {
+    switch (op) {
+    case 0: return x;
+    case 1: return -x;
+    case 2: return fabs(x);
+    case 3: return exp(x);
+    case 4: return log(x);
+    case 5: return sqrt(x);
+    case 6: return 1.0f / x;
+    case 7: return x * x;
+    case 8: return x > 0.0f ? x : 0.0f;
+    case 9: return x > 0.0f ? x : a * x;
+    case 10: return 1.0f / (1.0f + exp(-x));
+    case 11: return tanh(x);
+    case 12: {
+        float u = GELU_C * (x + GELU_K * x * x * x);
+        return 0.5f * x * (1.0f + tanh(u));
+    }
+    case 13: return fmax(x, 0.0f) + log1p(exp(-fabs(x)));
+    case 14: return pow(x, a);
+    case 15: return a * x + b;
+    case 16: return x > 0.0f ? 1.0f : 0.0f;
+    case 17: return x > 0.0f ? 1.0f : a;
+    case 18: {
+        float u = GELU_C * (x + GELU_K * x * x * x);
+        float t = tanh(u);
+        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * GELU_K * x * x);
+    }
+    default: return NAN;
+    }
+}
+
+inline float opal_binary(int op, float a, float b) {
+    switch (op) {
+    case 0: return a + b;
+    case 1: return a - b;
+    case 2: return a * b;
+    case 3: return a / b;
+    case 4: return pow(a, b);
+    case 5: return fmax(a, b);
+    case 6: return fmin(a, b);
+    default: return NAN;
+    }
+}
+
+// x, y: [count]; y may be x.
+__kernel void unary(const __global float* x, __global float* y, const int count,
+                    const int op, const float a, const float b) {
+    const int i = get_global_id(0);
+    if (i >= count) return;
+    y[i] = opal_unary(op, x[i], a, b);
+}
+
+// a: [count] or [1], b: [count] or [1], out: [count].
+__kernel void binary_flat(const __global float* a, const __global float* b, __global float* out,
+                          const int count, const int op, const int strideA, const int strideB) {
+    const int i = get_global_id(0);
+    if (i >= count) return;
+    out[i] = opal_binary(op, a[i * strideA], b[i * strideB]);
+}
+
+// Turns the row-major linear index i of shape into element offsets along two stride sets.
+#define OPAL_OFFSETS(i, rank, shape, stridesA, stridesB, offsetA, offsetB)            \
+    {                                                                                  \
+        int rest = (i);                                                                \
+        for (int axis = (rank) - 1; axis >= 0; --axis) {                               \
+            const int extent = (shape)[axis];                                          \
+            const int next = rest / extent;                                            \
+            const int coordinate = rest - next * extent;                               \
+            rest = next;                                                               \
+            offsetA += coordinate * (stridesA)[axis];                                  \
+            offsetB += coordinate * (stridesB)[axis];                                  \
+        }                                                                              \
+    }
+
+// out: [count] contiguous, count = Π shape[0..<rank].
+__kernel void binary_strided(const __global float* a, const __global float* b, __global float* out,
+                             const int count, const int op, const int rank,
+                             const int8 shape, const int8 stridesA, const int8 stridesB) {
+    const int i = get_global_id(0);
+    if (i >= count) return;
+    int s[8], sa[8], sb[8];
+    vstore8(shape, 0, s);
+    vstore8(stridesA, 0, sa);
+    vstore8(stridesB, 0, sb);
+    int offsetA = 0, offsetB = 0;
+    OPAL_OFFSETS(i, rank, s, sa, sb, offsetA, offsetB);
+    out[i] = opal_binary(op, a[offsetA], b[offsetB]);
+}
+
+// count = Π shape[0..<rank]; src and dst must not overlap.
+__kernel void strided_copy(const __global float* src, __global float* dst, const int count, const int rank,
+                           const int8 shape, const int8 srcStrides, const int8 dstStrides,
+                           const int srcOffset, const int dstOffset) {
+    const int i = get_global_id(0);
+    if (i >= count) return;
+    int s[8], ss[8], ds[8];
+    vstore8(shape, 0, s);
+    vstore8(srcStrides, 0, ss);
+    vstore8(dstStrides, 0, ds);
+    int from = srcOffset, to = dstOffset;
+    OPAL_OFFSETS(i, rank, s, ss, ds, from, to);
+    dst[to] = src[from];
+}

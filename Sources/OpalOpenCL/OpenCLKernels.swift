@@ -1,0 +1,153 @@
+import OpalCore
+
+/// Every kernel the OpenCL backend launches, named as in its `Kernels/<family>.cl` file.
+/// Kernel names, op codes and tuning parameters live here and nowhere else on the host side.
+enum OpenCLKernel: String, CaseIterable, Sendable {
+    // elementwise.cl
+    case unary, binaryFlat = "binary_flat", binaryStrided = "binary_strided", stridedCopy = "strided_copy"
+    // reduce.cl
+    case reduceRows = "reduce_rows", reduceColumns = "reduce_columns"
+    case argmaxRows = "argmax_rows", argmaxColumns = "argmax_columns"
+    // softmax.cl
+    case softmaxRows = "softmax_rows", softmaxBackwardRows = "softmax_backward_rows"
+    // loss.cl
+    case crossEntropyRows = "cross_entropy_rows", crossEntropyBackwardRows = "cross_entropy_backward_rows"
+    // optim.cl
+    case adamUpdate = "adam_update", sgdUpdate = "sgd_update"
+    // random.cl
+    case dropoutMask = "dropout_mask"
+    // gemm.cl
+    case gemmTiled = "gemm_tiled"
+
+    /// The `Kernels/<family>.cl` file that defines the kernel.
+    var family: String {
+        switch self {
+        case .unary, .binaryFlat, .binaryStrided, .stridedCopy: "elementwise"
+        case .reduceRows, .reduceColumns, .argmaxRows, .argmaxColumns: "reduce"
+        case .softmaxRows, .softmaxBackwardRows: "softmax"
+        case .crossEntropyRows, .crossEntropyBackwardRows: "loss"
+        case .adamUpdate, .sgdUpdate: "optim"
+        case .dropoutMask: "random"
+        case .gemmTiled: "gemm"
+        }
+    }
+}
+
+/// Launch parameters compiled into the programs (`-D` options). Later filled from the per-device table.
+struct OpenCLKernelParameters: Hashable, Sendable {
+    /// Work-group size of the 1-D kernels and the largest work-group of the row kernels (a power of two).
+    var workGroupSize = 256
+    /// Edge of the square tile of the fallback GEMM kernel (`tile²` work-items per group).
+    var gemmTile = 16
+
+    init(maximumWorkGroupSize: Int) {
+        workGroupSize = largestPowerOfTwo(atMost: min(256, max(1, maximumWorkGroupSize)))
+        gemmTile = 1
+        while (gemmTile * 2) * (gemmTile * 2) <= workGroupSize && gemmTile < 16 { gemmTile *= 2 }
+    }
+
+    var buildOptions: String { "-cl-std=CL1.2 -DWGS=\(workGroupSize) -DTILE=\(gemmTile)" }
+}
+
+func largestPowerOfTwo(atMost value: Int) -> Int {
+    var result = 1
+    while result * 2 <= value { result *= 2 }
+    return result
+}
+
+func smallestPowerOfTwo(atLeast value: Int) -> Int {
+    var result = 1
+    while result < value { result *= 2 }
+    return result
+}
+
+extension UnaryOp {
+    /// The `op` code of `unary` in elementwise.cl and its parameters (a, b).
+    var kernelCode: (op: Int32, a: Float, b: Float) {
+        switch self {
+        case .identity: (0, 0, 0)
+        case .negate: (1, 0, 0)
+        case .abs: (2, 0, 0)
+        case .exp: (3, 0, 0)
+        case .log: (4, 0, 0)
+        case .sqrt: (5, 0, 0)
+        case .reciprocal: (6, 0, 0)
+        case .square: (7, 0, 0)
+        case .relu: (8, 0, 0)
+        case let .leakyRelu(slope): (9, slope, 0)
+        case .sigmoid: (10, 0, 0)
+        case .tanh: (11, 0, 0)
+        case .gelu: (12, 0, 0)
+        case .softplus: (13, 0, 0)
+        case let .power(exponent): (14, exponent, 0)
+        case let .affine(scale, shift): (15, scale, shift)
+        case .step: (16, 0, 0)
+        case let .leakyReluDerivative(slope): (17, slope, 0)
+        case .geluDerivative: (18, 0, 0)
+        }
+    }
+}
+
+extension BinaryOp {
+    /// The `op` code of the binary kernels in elementwise.cl.
+    var kernelCode: Int32 {
+        switch self {
+        case .add: 0
+        case .subtract: 1
+        case .multiply: 2
+        case .divide: 3
+        case .power: 4
+        case .maximum: 5
+        case .minimum: 6
+        }
+    }
+}
+
+extension ReduceOp {
+    /// The `op` code of the reduce kernels in reduce.cl.
+    var kernelCode: Int32 {
+        switch self {
+        case .sum: 0
+        case .max: 1
+        }
+    }
+}
+
+/// A strided index space after dropping extent-1 axes and merging axes that are contiguous in every
+/// stride set: `[4, 5]` with strides `[5, 1]` and `[0, 0]` becomes `[20]` with `[1]` and `[0]`.
+struct CollapsedLayout: Equatable {
+    var shape: [Int]
+    var strides: [[Int]]
+
+    init(shape: [Int], strides: [[Int]]) {
+        var keptShape: [Int] = []
+        var keptStrides = [[Int]](repeating: [], count: strides.count)
+        for axis in shape.indices where shape[axis] != 1 {
+            keptShape.append(shape[axis])
+            for set in strides.indices { keptStrides[set].append(strides[set][axis]) }
+        }
+        var mergedShape: [Int] = []
+        var mergedStrides = [[Int]](repeating: [], count: strides.count)
+        for axis in keptShape.indices {
+            if let last = mergedShape.indices.last,
+               strides.indices.allSatisfy({ mergedStrides[$0][last] == keptStrides[$0][axis] * keptShape[axis] }) {
+                mergedShape[last] *= keptShape[axis]
+                for set in strides.indices { mergedStrides[set][last] = keptStrides[set][axis] }
+            } else {
+                mergedShape.append(keptShape[axis])
+                for set in strides.indices { mergedStrides[set].append(keptStrides[set][axis]) }
+            }
+        }
+        self.shape = mergedShape
+        self.strides = mergedStrides
+    }
+
+    var rank: Int { shape.count }
+
+    /// Shape or strides as the `int8` kernel argument (unused lanes 1 for the shape, 0 for strides).
+    static func vector(_ values: [Int], padding: Int32) -> SIMD8<Int32> {
+        var result = SIMD8<Int32>(repeating: padding)
+        for (lane, value) in values.enumerated() { result[lane] = Int32(value) }
+        return result
+    }
+}
