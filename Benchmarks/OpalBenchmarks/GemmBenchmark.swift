@@ -28,7 +28,7 @@ public struct GemmBenchmark {
 
     public func run(on device: Device, progress: (String) -> Void = { _ in }) throws -> [Row] {
         var rows: [Row] = []
-        for size in sizes {
+        for (index, size) in sizes.enumerated() {
             progress("gemm \(size)×\(size)×\(size) on \(device.name)…")
             let a = try Tensor.uniform([size, size], in: -1...1, seed: 1, on: device)
             let b = try Tensor.uniform([size, size], in: -1...1, seed: 2, on: device)
@@ -36,13 +36,15 @@ public struct GemmBenchmark {
             let descriptor = GemmDescriptor(m: size, n: size, k: size)
             let flops = descriptor.flops
             let runs = size >= 2048 && device.kind != .gpu ? max(5, self.runs / 4) : self.runs
-            let opal = try measure(on: device, warmup: 2, runs: runs) { _ = try Tensor.product(a, b) }
+            // The first size also pays for the library's one-time kernel compilation: warm up longer.
+            let warmup = index == 0 ? 5 : 2
+            let opal = try measure(on: device, warmup: warmup, runs: runs) { _ = try Tensor.product(a, b) }
             var ownKernel: Measurement?
             let reference: Measurement
             let referenceName: String
             if let backend = device.backend as? OpenCLBackend {
                 referenceName = "CLBlast"
-                reference = try measure(on: device, warmup: 2, runs: runs) {
+                reference = try measure(on: device, warmup: warmup, runs: runs) {
                     try backend.gemm(a.buffer, b.buffer, c.buffer, descriptor: descriptor, engine: .clblast)
                 }
                 ownKernel = try measure(on: device, warmup: 1, runs: max(3, runs / 2)) {

@@ -49,7 +49,8 @@ public enum DeviceError: Error, CustomStringConvertible, Equatable {
         case let .noSuchOpenCLDevice(index, available, detail):
             return available == 0
                 ? "opencl:\(index) requested but there is no OpenCL device (\(detail)); install pocl-opencl-icd or your GPU vendor's ICD"
-                : "opencl:\(index) requested but only opencl:0…opencl:\(available - 1) exist (see `opal devices`)"
+                : "opencl:\(index) requested but " + (available == 1 ? "only opencl:0 exists" : "only opencl:0…opencl:\(available - 1) exist")
+                    + " (see `opal devices`)"
         case .unavailable(let message):
             return message
         }
@@ -174,6 +175,9 @@ public final class DeviceRegistry: @unchecked Sendable {
                     announce("opal: \(error); falling back to the native CPU backend")
                     return cpu
                 }
+            }
+            if let problem = discoveryMessage, openCL.isEmpty {
+                announce("opal: \(problem); using the native CPU backend (install pocl-opencl-icd or your GPU vendor's OpenCL driver)")
             }
             return cpu
         }
