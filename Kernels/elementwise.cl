@@ -1,6 +1,7 @@
 // elementwise.cl — elementwise functions, broadcasting binary ops and strided copies (fp32, OpenCL C 1.2).
 //
 // Contract (the CPU reference is Sources/OpalCPU, the host side Sources/OpalOpenCL/OpenCLBackend.swift):
+//   fill           y[i] = value for i < count.
 //   unary          y[i] = f_op(x[i]) for i < count; x and y may alias. op codes and parameters (a, b):
 //                    0 identity  1 negate  2 abs  3 exp  4 log  5 sqrt  6 reciprocal  7 square  8 relu
 //                    9 leakyRelu(a = slope)  10 sigmoid  11 tanh  12 gelu (tanh approximation)
@@ -66,6 +67,13 @@ inline float opal_binary(int op, float a, float b) {
     case 6: return fmin(a, b);
     default: return NAN;
     }
+}
+
+// y: [count] ← value.
+__kernel void fill(__global float* y, const int count, const float value) {
+    const int i = get_global_id(0);
+    if (i >= count) return;
+    y[i] = value;
 }
 
 // x, y: [count]; y may be x.

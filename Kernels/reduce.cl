@@ -10,8 +10,9 @@
 // Launch geometry:
 //   *_rows:    one work-group per row: global = outer · L, local = L, L a power of two ≤ WGS
 //              (the host picks L from `size`); local-memory tree reduction.
-//   *_columns: one work-item per (o, i): global = outer·inner rounded up to WGS, local = WGS;
-//              each work-item loops over s (coalesced along i).
+//   *_columns: one work-item per (o, i): global = (inner rounded up to L, outer), local = (L, 1);
+//              each work-item loops over s (coalesced along i). Two dimensions, so no index
+//              division (whose div/rem pairs LLVM rewrites with `freeze`, which oclgrind cannot check).
 
 #ifndef WGS
 #define WGS 256
@@ -43,13 +44,12 @@ __kernel void reduce_rows(const __global float* x, __global float* y, const int 
 // x: [outer, size, inner], y: [outer, inner].
 __kernel void reduce_columns(const __global float* x, __global float* y, const int outer, const int size,
                              const int inner, const int op) {
-    const int gid = get_global_id(0);
-    if (gid >= outer * inner) return;
-    const int o = gid / inner, i = gid % inner;
+    const int i = get_global_id(0), o = get_global_id(1);
+    if (i >= inner || o >= outer) return;
     const __global float* xo = x + (long)o * size * inner + i;
     float acc = opal_reduce_identity(op);
     for (int s = 0; s < size; ++s) acc = opal_reduce_combine(op, acc, xo[(long)s * inner]);
-    y[gid] = acc;
+    y[(long)o * inner + i] = acc;
 }
 
 // Is (value a, index ia) a better argmax candidate than (b, ib)? Larger value wins; ties go to the lower
@@ -91,9 +91,8 @@ __kernel void argmax_rows(const __global float* x, __global int* y, const int ou
 // x: [outer, size, inner], y: [outer, inner] (int).
 __kernel void argmax_columns(const __global float* x, __global int* y, const int outer, const int size,
                              const int inner) {
-    const int gid = get_global_id(0);
-    if (gid >= outer * inner) return;
-    const int o = gid / inner, i = gid % inner;
+    const int i = get_global_id(0), o = get_global_id(1);
+    if (i >= inner || o >= outer) return;
     const __global float* xo = x + (long)o * size * inner + i;
     float best = -INFINITY;
     int bestIndex = -1;
@@ -101,5 +100,5 @@ __kernel void argmax_columns(const __global float* x, __global int* y, const int
         const float v = xo[(long)s * inner];
         if (opal_argmax_better(v, s, best, bestIndex)) { best = v; bestIndex = s; }
     }
-    y[gid] = bestIndex < 0 ? 0 : bestIndex;
+    y[(long)o * inner + i] = bestIndex < 0 ? 0 : bestIndex;
 }

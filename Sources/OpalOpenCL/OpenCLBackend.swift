@@ -136,7 +136,9 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
     public func fill(_ buffer: any DeviceBuffer, value: Float, count: Int) throws {
         let target = try own(buffer, "fill", elements: count)
         guard count > 0 else { return }
-        try queue.fill(target.buffer, with: value, byteCount: count * 4)
+        // A kernel rather than clEnqueueFillBuffer: oclgrind does not track fills as initialising
+        // memory, and one kernel launch costs the same.
+        try launch(.fill, [.buffer(target.buffer), .int(count), .float(value)], count: count)
     }
 
     public func synchronize() throws {
@@ -239,9 +241,11 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
                                           .int(layout.size)] + extra,
                            rows: layout.outer, columns: layout.size)
         } else {
-            try launch(kernels.columns, [.buffer(input.buffer), .buffer(output.buffer), .int(layout.outer),
-                                         .int(layout.size), .int(layout.inner)] + extra,
-                       count: layout.outer * layout.inner)
+            let preferred = min(parameters.workGroupSize, smallestPowerOfTwo(atLeast: layout.inner))
+            try enqueue(kernels.columns, [.buffer(input.buffer), .buffer(output.buffer), .int(layout.outer),
+                                          .int(layout.size), .int(layout.inner)] + extra,
+                        global: { local in [roundUp(layout.inner, to: local), layout.outer] },
+                        local: { limit in [largestPowerOfTwo(atMost: min(preferred, limit)), 1] })
         }
     }
 

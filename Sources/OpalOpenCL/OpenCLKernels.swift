@@ -4,7 +4,7 @@ import OpalCore
 /// Kernel names, op codes and tuning parameters live here and nowhere else on the host side.
 enum OpenCLKernel: String, CaseIterable, Sendable {
     // elementwise.cl
-    case unary, binaryFlat = "binary_flat", binaryStrided = "binary_strided", stridedCopy = "strided_copy"
+    case fill, unary, binaryFlat = "binary_flat", binaryStrided = "binary_strided", stridedCopy = "strided_copy"
     // reduce.cl
     case reduceRows = "reduce_rows", reduceColumns = "reduce_columns"
     case argmaxRows = "argmax_rows", argmaxColumns = "argmax_columns"
@@ -22,7 +22,7 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
     /// The `Kernels/<family>.cl` file that defines the kernel.
     var family: String {
         switch self {
-        case .unary, .binaryFlat, .binaryStrided, .stridedCopy: "elementwise"
+        case .fill, .unary, .binaryFlat, .binaryStrided, .stridedCopy: "elementwise"
         case .reduceRows, .reduceColumns, .argmaxRows, .argmaxColumns: "reduce"
         case .softmaxRows, .softmaxBackwardRows: "softmax"
         case .crossEntropyRows, .crossEntropyBackwardRows: "loss"
