@@ -3,19 +3,6 @@ import OpalCore
 import XCTest
 @testable import OpalCPU
 
-/// SplitMix64: small, fast and reproducible from its seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Base class of the CPU backend tests: a fresh seed per test (printed in every failure message;
 /// set OPAL_TEST_SEED to replay one), a backend, and helpers for buffers and comparisons.
 class CPUTestCase: XCTestCase {

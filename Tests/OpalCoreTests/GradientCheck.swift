@@ -5,18 +5,13 @@ import OpalCPU
 /// Shared fixtures: the CPU device and a seeded source of test data.
 let cpuDevice = Device(backend: CPUBackend())
 
-struct TestRandom {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// Test-data helpers over the library's SplitMix64 generator.
+typealias TestRandom = SeededGenerator
+
+extension SeededGenerator {
+    init(_ seed: UInt64) { self.init(seed: seed) }
     mutating func uniform(_ range: ClosedRange<Float> = -1...1) -> Float {
-        range.lowerBound + (range.upperBound - range.lowerBound) * Float(next() >> 40) / Float(1 << 24)
+        Float.random(in: range, using: &self)
     }
     mutating func values(_ count: Int, _ range: ClosedRange<Float> = -1...1) -> [Float] {
         (0..<count).map { _ in uniform(range) }

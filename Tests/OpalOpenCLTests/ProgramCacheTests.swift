@@ -1,4 +1,5 @@
 import Foundation
+import OpalCore
 import OpenCLKit
 import XCTest
 @testable import OpalOpenCL
@@ -33,7 +34,7 @@ final class ProgramCacheTests: XCTestCase {
     /// Runs `affine` from `cache` on 1000 random values and checks it against the host formula.
     private func checkRuns(_ cache: ProgramCache, options: String, offset: Float) throws {
         let seed = UInt64.random(in: 0...UInt64.max)
-        var generator = SplitMix64(seed: seed)
+        var generator = SeededGenerator(seed: seed)
         let n = 1000
         let x = (0..<n).map { _ in Float.random(in: -5...5, using: &generator) }
         let scale = Float.random(in: -2...2, using: &generator)
@@ -202,15 +203,3 @@ final class KernelSourcesTests: XCTestCase {
     }
 }
 
-/// Small deterministic generator so a failing seed can be replayed.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -76,6 +76,7 @@ public final class ClassifierTrainer {
     }
 
     /// Trains for up to `options.epochs` epochs with early stopping on `validation`.
+    @discardableResult
     public func fit(training: LabeledDataset, validation: LabeledDataset) throws -> [EpochSummary] {
         guard training.count > 0 else { throw TensorError.invalidArgument(op: "training", reason: "the training set is empty") }
         var history: [EpochSummary] = []
