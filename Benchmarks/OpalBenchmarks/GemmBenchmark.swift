@@ -6,8 +6,9 @@ import OpalOpenCL
 
 /// K1: square SGEMM. Opal's matmul (through the tensor API, with its allocator) against the
 /// reference library called directly on pre-allocated buffers in the same run: CLBlast on
-/// OpenCL devices, OpenBLAS on the native CPU. On OpenCL devices Opal's own kernel
-/// (`Kernels/gemm.cl`) is timed too.
+/// OpenCL devices, OpenBLAS on the native CPU. On OpenCL devices "opal" is Opal's own fast kernel
+/// (`gemm_fast` in `Kernels/gemm.cl`, engine `.opal` whatever the device's default engine is), and
+/// `ownKernel` times that kernel called directly on pre-allocated buffers (no allocation).
 public struct GemmBenchmark {
     public struct Row: Sendable, Codable {
         public var size: Int
@@ -38,11 +39,15 @@ public struct GemmBenchmark {
             let runs = size >= 2048 && device.kind != .gpu ? max(5, self.runs / 4) : self.runs
             // The first size also pays for the library's one-time kernel compilation: warm up longer.
             let warmup = index == 0 ? 5 : 2
+            let openCL = device.backend as? OpenCLBackend
+            let defaultEngine = openCL?.gemmEngine
+            openCL?.gemmEngine = .opal
+            defer { if let defaultEngine { openCL?.gemmEngine = defaultEngine } }
             let opal = try measure(on: device, warmup: warmup, runs: runs) { _ = try Tensor.product(a, b) }
             var ownKernel: Measurement?
             let reference: Measurement
             let referenceName: String
-            if let backend = device.backend as? OpenCLBackend {
+            if let backend = openCL {
                 referenceName = "CLBlast"
                 reference = try measure(on: device, warmup: warmup, runs: runs) {
                     try backend.gemm(a.buffer, b.buffer, c.buffer, descriptor: descriptor, engine: .clblast)

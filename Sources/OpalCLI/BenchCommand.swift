@@ -81,7 +81,7 @@ struct BenchGemmCommand: ParsableCommand {
             }
             print(line)
         }
-        print("timing: \(rows.first?.opal.clock ?? "-") · opal = tensor matmul (allocation + \(device.kind == .cpu ? "OpenBLAS" : "CLBlast") GEMM); ref = the library called directly")
+        print("timing: \(rows.first?.opal.clock ?? "-") · opal = tensor matmul (allocation + \(device.kind == .cpu ? "OpenBLAS" : "Opal's gemm_fast kernel")); ref = the library called directly")
     }
 }
 

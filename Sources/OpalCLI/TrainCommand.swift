@@ -6,7 +6,8 @@ import Opal
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train", abstract: "Train a model on real data and report test metrics.",
-        subcommands: [TrainMLPCommand.self])
+        subcommands: [TrainMLPCommand.self, TrainCNNCommand.self, TrainAutoencoderCommand.self, TrainVAECommand.self,
+                      TrainGANCommand.self])
 }
 
 /// Options shared by the classifier trainers.
@@ -14,8 +15,8 @@ struct ClassifierOptions: ParsableArguments {
     @Option(help: "Dataset: fashion-mnist or digits (default: fashion-mnist when installed, else the built-in digits).")
     var dataset: String?
 
-    @Option(help: "Maximum number of passes over the training set.")
-    var epochs = 10
+    @Option(help: "Maximum number of passes over the training set (default: 10 for the MLP, 5 for the CNN).")
+    var epochs: Int?
 
     @Option(name: .customLong("batch-size"), help: "Examples per optimisation step.")
     var batchSize = 128
@@ -35,6 +36,9 @@ struct ClassifierOptions: ParsableArguments {
     @Option(name: .customLong("validation-fraction"), help: "Share of the training set held out for validation.")
     var validationFraction = 1.0 / 12.0
 
+    @Option(help: "Where to write the trained model (safetensors).")
+    var checkpoint: String?
+
     @Flag(name: .customLong("no-progress"), help: "Do not draw progress bars.")
     var noProgress = false
 
@@ -42,7 +46,7 @@ struct ClassifierOptions: ParsableArguments {
         if let dataset, DatasetName(rawValue: dataset) == nil {
             throw ValidationError("unknown dataset '\(dataset)': choose one of \(DatasetName.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard epochs > 0 else { throw ValidationError("--epochs must be positive, got \(epochs)") }
+        if let epochs, epochs <= 0 { throw ValidationError("--epochs must be positive, got \(epochs)") }
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive, got \(batchSize)") }
         guard learningRate > 0, learningRate.isFinite else { throw ValidationError("--learning-rate must be positive, got \(learningRate)") }
         guard weightDecay >= 0 else { throw ValidationError("--weight-decay must be ≥ 0, got \(weightDecay)") }
@@ -52,9 +56,10 @@ struct ClassifierOptions: ParsableArguments {
         }
     }
 
-    var trainingOptions: ClassifierTrainingOptions {
+    /// The trainer's settings; `defaultEpochs` applies when `--epochs` is absent.
+    func trainingOptions(defaultEpochs: Int) -> ClassifierTrainingOptions {
         var options = ClassifierTrainingOptions()
-        options.epochs = epochs; options.batchSize = batchSize; options.learningRate = learningRate
+        options.epochs = epochs ?? defaultEpochs; options.batchSize = batchSize; options.learningRate = learningRate
         options.weightDecay = weightDecay; options.seed = seed
         options.patience = patience == 0 ? nil : patience
         options.showProgress = !noProgress
@@ -114,11 +119,59 @@ struct TrainMLPCommand: ParsableCommand {
         let model = try makeMLP(inputSize: data.training.featureCount, hiddenSizes: parsedHiddenSizes ?? [],
                                 outputSize: data.training.classCount, dropout: dropout)
         print("model: MLP \(([data.training.featureCount] + (parsedHiddenSizes ?? []) + [data.training.classCount]).map(String.init).joined(separator: "-")) · \(model.parameterCount) parameters")
-        let trainer = try ClassifierTrainer(model: model, device: device, options: options.trainingOptions)
+        let trainer = try ClassifierTrainer(model: model, device: device, options: options.trainingOptions(defaultEpochs: 10))
         _ = try trainer.fit(training: data.training, validation: data.validation)
         let test = try trainer.evaluate(data.test)
-        print(String(format: "test: accuracy %.2f%% · macro F1 %.4f · macro precision %.4f · macro recall %.4f · loss %.4f",
-                     100 * test.report.accuracy, test.report.macroF1, test.report.macroPrecision,
-                     test.report.macroRecall, test.loss))
+        printTestReport(test)
+        try saveCheckpoint(model, to: options.checkpoint ?? "runs/mlp.safetensors", metadata: [
+            "opal.model": "mlp", "opal.hidden_sizes": hiddenSizes, "opal.dataset": data.training.name,
+            "opal.test_accuracy": String(test.report.accuracy)])
+    }
+}
+
+func printTestReport(_ test: Evaluation) {
+    print(String(format: "test: accuracy %.2f%% · macro F1 %.4f · macro precision %.4f · macro recall %.4f · loss %.4f",
+                 100 * test.report.accuracy, test.report.macroF1, test.report.macroPrecision,
+                 test.report.macroRecall, test.loss))
+}
+
+/// Writes `model` as safetensors (atomically) and says where.
+func saveCheckpoint(_ model: any Module, to path: String, metadata: [String: String]) throws {
+    let url = URL(fileURLWithPath: path)
+    try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+    try model.save(to: url, metadata: metadata)
+    print("checkpoint: \(path)")
+}
+
+/// `opal train cnn`: the convolutional classifier (R2, or a deeper net with batch norm and dropout).
+struct TrainCNNCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cnn",
+        abstract: "Train a convolutional classifier (R2: two conv + pool blocks and two linear layers; --deep adds batch norm and dropout).")
+
+    @OptionGroup var deviceOptions: DeviceOptions
+    @OptionGroup var options: ClassifierOptions
+
+    @Flag(help: "Use the deeper net with batch normalisation and dropout.")
+    var deep = false
+
+    func run() throws {
+        let device = try deviceOptions.resolve()
+        print("device: \(device)")
+        let data = try options.loadData()
+        Random.seed(options.seed)
+        let shape = data.training.featureShape
+        let model = deep
+            ? try CNN.deep(inputChannels: shape[0], imageSize: shape[1], classes: data.training.classCount)
+            : try CNN.simple(inputChannels: shape[0], imageSize: shape[1], classes: data.training.classCount)
+        print("model: \(deep ? "deep CNN (batch norm, dropout)" : "CNN R2") · \(model.parameterCount) parameters")
+        let trainer = try ClassifierTrainer(model: model, device: device, options: options.trainingOptions(defaultEpochs: 5))
+        _ = try trainer.fit(training: data.training, validation: data.validation)
+        let test = try trainer.evaluate(data.test)
+        printTestReport(test)
+        try saveCheckpoint(model, to: options.checkpoint ?? "runs/cnn\(deep ? "-deep" : "").safetensors", metadata: [
+            "opal.model": deep ? "cnn-deep" : "cnn", "opal.dataset": data.training.name,
+            "opal.image_shape": shape.map(String.init).joined(separator: ","),
+            "opal.classes": String(data.training.classCount), "opal.test_accuracy": String(test.report.accuracy)])
     }
 }

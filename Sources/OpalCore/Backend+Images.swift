@@ -56,7 +56,8 @@ public struct Conv2DDescriptor: Hashable, Sendable, CustomStringConvertible {
         if inputChannels % groups != 0 || outputChannels % groups != 0 {
             return "groups (\(groups)) must divide the input (\(inputChannels)) and output (\(outputChannels)) channels"
         }
-        if outputHeight <= 0 || outputWidth <= 0 {
+        let spanHeight = dilationHeight * (kernelHeight - 1) + 1, spanWidth = dilationWidth * (kernelWidth - 1) + 1
+        if spanHeight > inputHeight + 2 * paddingHeight || spanWidth > inputWidth + 2 * paddingWidth {
             return "the kernel (\(kernelHeight)×\(kernelWidth), dilation \(dilationHeight)×\(dilationWidth)) does not fit the padded input (\(inputHeight)×\(inputWidth) + padding \(paddingHeight)×\(paddingWidth))"
         }
         return nil
@@ -96,7 +97,9 @@ public struct Pool2DDescriptor: Hashable, Sendable {
         if paddingHeight < 0 || paddingWidth < 0 || 2 * paddingHeight > kernelHeight || 2 * paddingWidth > kernelWidth {
             return "padding must lie in 0…kernel/2"
         }
-        if outputHeight <= 0 || outputWidth <= 0 { return "the window does not fit the padded input" }
+        if kernelHeight > inputHeight + 2 * paddingHeight || kernelWidth > inputWidth + 2 * paddingWidth {
+            return "the \(kernelHeight)×\(kernelWidth) window does not fit the padded \(inputHeight)×\(inputWidth) input"
+        }
         return nil
     }
 }

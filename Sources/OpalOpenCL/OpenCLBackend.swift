@@ -32,7 +32,7 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
 
     /// Which implementation `gemm` uses.
     public enum GemmEngine: String, Sendable {
-        /// CLBlast (the default), falling back to `.opal` when CLBlast reports an error.
+        /// CLBlast (the default on GPUs, per the parameter table), falling back to `.opal` when CLBlast reports an error.
         case clblast
         /// Opal's own tiled kernel in `Kernels/gemm.cl`.
         case opal
@@ -59,7 +59,8 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
         self.queue = try CLCommandQueue(context: context)
         self.programs = ProgramCache(context: context)
         self.pool = BufferPool(context: context)
-        self.parameters = OpenCLKernelParameters(maximumWorkGroupSize: device.maxWorkGroupSize)
+        self.parameters = OpenCLKernelParameters(device: device)
+        self.selectedGemmEngine = parameters.gemm.preferredEngine
     }
 
     public var deviceDescription: String { "\(device.name) (\(device.vendor), \(device.platformName))" }

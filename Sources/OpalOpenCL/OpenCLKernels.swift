@@ -1,7 +1,7 @@
 import OpalCore
 
 /// Every kernel the OpenCL backend launches, named as in its `Kernels/<family>.cl` file.
-/// Kernel names, op codes and tuning parameters live here and nowhere else on the host side.
+/// Kernel names and op codes live here and nowhere else on the host side (tuning parameters: KernelParameters.swift).
 enum OpenCLKernel: String, CaseIterable, Sendable {
     // elementwise.cl
     case fill, unary, binaryFlat = "binary_flat", binaryStrided = "binary_strided", stridedCopy = "strided_copy"
@@ -17,7 +17,16 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
     // random.cl
     case dropoutMask = "dropout_mask"
     // gemm.cl
-    case gemmTiled = "gemm_tiled"
+    case gemmTiled = "gemm_tiled", gemmFast = "gemm_fast", gemmEpilogue = "gemm_epilogue"
+    // conv.cl
+    case convIm2col = "conv_im2col", convCol2im = "conv_col2im", convScatter = "conv_scatter"
+    case convGather = "conv_gather", convForwardImplicit = "conv_forward_implicit"
+    case convForwardImplicitRows = "conv_forward_implicit_rows"
+    // pool.cl
+    case maxPool2D = "max_pool_2d", maxPool2DBackward = "max_pool_2d_backward"
+    case avgPool2D = "avg_pool_2d", avgPool2DBackward = "avg_pool_2d_backward"
+    // norm.cl
+    case batchNormForward = "batch_norm_forward", batchNormBackward = "batch_norm_backward"
 
     /// The `Kernels/<family>.cl` file that defines the kernel.
     var family: String {
@@ -28,25 +37,13 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
         case .crossEntropyRows, .crossEntropyBackwardRows: "loss"
         case .adamUpdate, .sgdUpdate: "optim"
         case .dropoutMask: "random"
-        case .gemmTiled: "gemm"
+        case .gemmTiled, .gemmFast, .gemmEpilogue: "gemm"
+        case .convIm2col, .convCol2im, .convScatter, .convGather, .convForwardImplicit, .convForwardImplicitRows:
+            "conv"
+        case .maxPool2D, .maxPool2DBackward, .avgPool2D, .avgPool2DBackward: "pool"
+        case .batchNormForward, .batchNormBackward: "norm"
         }
     }
-}
-
-/// Launch parameters compiled into the programs (`-D` options). Later filled from the per-device table.
-struct OpenCLKernelParameters: Hashable, Sendable {
-    /// Work-group size of the 1-D kernels and the largest work-group of the row kernels (a power of two).
-    var workGroupSize = 256
-    /// Edge of the square tile of the fallback GEMM kernel (`tile²` work-items per group).
-    var gemmTile = 16
-
-    init(maximumWorkGroupSize: Int) {
-        workGroupSize = largestPowerOfTwo(atMost: min(256, max(1, maximumWorkGroupSize)))
-        gemmTile = 1
-        while (gemmTile * 2) * (gemmTile * 2) <= workGroupSize && gemmTile < 16 { gemmTile *= 2 }
-    }
-
-    var buildOptions: String { "-cl-std=CL1.2 -DWGS=\(workGroupSize) -DTILE=\(gemmTile)" }
 }
 
 func largestPowerOfTwo(atMost value: Int) -> Int {

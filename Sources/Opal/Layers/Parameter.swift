@@ -6,13 +6,28 @@ public final class Parameter: @unchecked Sendable {
     // @unchecked: a parameter belongs to one model, which one training loop drives at a time.
     public private(set) var value: Tensor
     /// Frozen parameters (`isTrainable == false`) take part in the forward pass as constants.
+    /// Buffers (running statistics) are never trainable.
     public var isTrainable: Bool {
-        didSet { value = isTrainable ? value.detached().requiringGradient() : value.detached() }
+        didSet {
+            if isBuffer { isTrainable = false }
+            value = isTrainable ? value.detached().requiringGradient() : value.detached()
+        }
     }
+    /// State saved with the model but not learned by gradients, e.g. batch norm's running mean
+    /// (PyTorch's "buffers").
+    public let isBuffer: Bool
 
     public init(_ value: Tensor, isTrainable: Bool = true) {
         self.value = isTrainable ? value.detached().requiringGradient() : value.detached()
         self.isTrainable = isTrainable
+        self.isBuffer = false
+    }
+
+    /// A buffer: saved and moved with the model, updated by its layer, never by an optimizer.
+    public init(buffer value: Tensor) {
+        self.value = value.detached()
+        self.isTrainable = false
+        self.isBuffer = true
     }
 
     public var shape: Shape { value.shape }

@@ -78,45 +78,19 @@ public final class ClassifierTrainer {
     /// Trains for up to `options.epochs` epochs with early stopping on `validation`.
     @discardableResult
     public func fit(training: LabeledDataset, validation: LabeledDataset) throws -> [EpochSummary] {
-        guard training.count > 0 else { throw TensorError.invalidArgument(op: "training", reason: "the training set is empty") }
+        guard training.count > 0 else { throw TrainingError.emptyDataset("training") }
         var history: [EpochSummary] = []
         var best: (loss: Double, epoch: Int, weights: [Tensor])?
+        let loop = EpochLoop(device: device, batchSize: options.batchSize, showProgress: options.showProgress)
         for epoch in 1...options.epochs {
             let started = Date()
             model.setTraining(true)
-            let batches = training.batchIndices(batchSize: options.batchSize, shuffle: true,
-                                                seed: options.seed, epoch: epoch)
-            let order = batches.flatMap { $0 }
-            let (features, labels) = try upload(training, indices: order)
-            let bar = options.showProgress ? ProgressBar(total: batches.count, label: "epoch \(epoch)/\(options.epochs)") : nil
-            var lossSum = try Tensor.zeros([], on: device)
-            var epochLossSum = try Tensor.zeros([], on: device)
-            var start = 0, seenSinceRead = 0, stepsSinceRead = 0
-            var lastLoss = Double.nan
-            let readEvery = max(1, batches.count / 50)
-            for (index, batch) in batches.enumerated() {
-                let range = start..<(start + batch.count)
-                start += batch.count
-                let loss = try step(features: features.sliced(along: 0, range), labels: labels.sliced(along: 0, range))
-                lossSum = try lossSum + loss.detached()
-                epochLossSum = try epochLossSum + loss.detached()
-                seenSinceRead += batch.count; stepsSinceRead += 1
-                if (index + 1) % readEvery == 0 || index + 1 == batches.count {
-                    // The only host wait of the epoch loop, every `readEvery` steps, for the display.
-                    lastLoss = Double(try lossSum.item()) / Double(stepsSinceRead)
-                    guard lastLoss.isFinite else {
-                        bar?.finish()
-                        throw TrainingError.nonFiniteLoss(epoch: epoch, step: index + 1)
-                    }
-                    bar?.update(completed: index + 1, metrics: [("loss", lastLoss)], samples: seenSinceRead)
-                    lossSum = try Tensor.zeros([], on: device)
-                    seenSinceRead = 0; stepsSinceRead = 0
-                }
+            let means = try loop.run(training, epoch: epoch, of: options.epochs, seed: options.seed) { features, labels in
+                [("loss", try step(features: features, labels: labels))]
             }
-            bar?.finish()
+            let trainingLoss = means.first?.mean ?? .nan
             let seconds = Date().timeIntervalSince(started)
             let evaluation = try evaluate(validation)
-            let trainingLoss = Double(try epochLossSum.item()) / Double(batches.count)
             let summary = EpochSummary(epoch: epoch, trainingLoss: trainingLoss, validationLoss: evaluation.loss,
                                        validationAccuracy: evaluation.report.accuracy, seconds: seconds,
                                        samplesPerSecond: Double(training.count) / seconds)
@@ -164,17 +138,6 @@ public final class ClassifierTrainer {
             return Evaluation(loss: loss, predictions: predictions,
                               report: Metrics.classificationReport(predictions: predictions, labels: data.labels,
                                                                    classCount: data.classCount))
-        }
-    }
-}
-
-public enum TrainingError: Error, CustomStringConvertible, Equatable {
-    case nonFiniteLoss(epoch: Int, step: Int)
-
-    public var description: String {
-        switch self {
-        case let .nonFiniteLoss(epoch, step):
-            return "training stopped: the loss became non-finite (NaN or infinity) in epoch \(epoch) near step \(step); try a smaller learning rate"
         }
     }
 }

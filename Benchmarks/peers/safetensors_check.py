@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Cross-checks Opal's safetensors checkpoints with the reference implementation.
+
+Reads a file with `safetensors.torch` (else `safetensors.numpy`, else a tiny parser of its own) and
+prints its tensors; writes files from PyTorch/numpy for the reverse direction. SafeTensorsTests runs
+it when `python3 -c "import safetensors.torch"` works.
+
+Examples:
+    python3 safetensors_check.py read model.safetensors                 # names, dtypes, shapes, sums
+    python3 safetensors_check.py read model.safetensors --json --values # JSON with int32 bit patterns
+    python3 safetensors_check.py write theirs.safetensors --seed 3      # float32/int32 tensors + metadata
+    python3 safetensors_check.py write half.safetensors --dtype bfloat16
+    python3 safetensors_check.py mlp mlp.safetensors --sizes 784,512,10 # nn.Sequential MLP + input/output
+
+JSON output of `read`: {"reader": "safetensors.torch" | "safetensors.numpy" | "builtin",
+"metadata": {...}, "tensors": {name: {"dtype": "F32", "shape": [..], "sum": float, "bits": [...]}}}
+where "bits" (with --values) holds each element as a signed int32: the IEEE bit pattern of a
+float32, the value of an int32.
+"""
+
+import argparse
+import json
+import struct
+import sys
+
+import numpy as np
+
+NUMPY_DTYPES = {"F32": np.float32, "I32": np.int32, "F64": np.float64, "I64": np.int64,
+                "F16": np.float16, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def _contiguous(array):
+    """A C-contiguous copy that keeps 0-d arrays 0-d (np.ascontiguousarray makes them 1-d)."""
+    return np.require(array, requirements="C")
+
+
+def _numpy_dtype_name(array):
+    for name, dtype in NUMPY_DTYPES.items():
+        if array.dtype == dtype:
+            return name
+    raise ValueError(f"unsupported numpy dtype {array.dtype}")
+
+
+def read_builtin(path):
+    """The whole format in a few lines: 8-byte little-endian length, JSON header, byte buffer."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    metadata = header.pop("__metadata__", None) or {}
+    buffer = data[8 + length:]
+    tensors = {}
+    for name, entry in header.items():
+        begin, end = entry["data_offsets"]
+        dtype = NUMPY_DTYPES[entry["dtype"]]
+        tensors[name] = np.frombuffer(buffer[begin:end], dtype=np.dtype(dtype).newbyteorder("<")) \
+            .reshape(entry["shape"])
+    return metadata, tensors
+
+
+def read(path):
+    """(reader name, metadata, {name: (dtype name, shape, numpy array or None)})."""
+    try:
+        import torch
+        from safetensors import safe_open
+        result = {}
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            for name in handle.keys():
+                tensor = handle.get_tensor(name)
+                dtype = {torch.float32: "F32", torch.int32: "I32", torch.bfloat16: "BF16",
+                         torch.float16: "F16", torch.float64: "F64", torch.int64: "I64"}.get(tensor.dtype, str(tensor.dtype))
+                array = tensor.numpy() if dtype in ("F32", "I32", "F16", "F64", "I64") else None
+                result[name] = (dtype, list(tensor.shape), array)
+        return "safetensors.torch", metadata, result
+    except ImportError:
+        pass
+    try:
+        from safetensors import safe_open
+        result = {}
+        with safe_open(path, framework="np") as handle:
+            metadata = handle.metadata() or {}
+            for name in handle.keys():
+                array = handle.get_tensor(name)
+                result[name] = (_numpy_dtype_name(array), list(array.shape), array)
+        return "safetensors.numpy", metadata, result
+    except ImportError:
+        metadata, tensors = read_builtin(path)
+        return "builtin", metadata, {name: (_numpy_dtype_name(a), list(a.shape), a) for name, a in tensors.items()}
+
+
+def command_read(arguments):
+    reader, metadata, tensors = read(arguments.file)
+    described = {}
+    for name, (dtype, shape, array) in sorted(tensors.items()):
+        entry = {"dtype": dtype, "shape": shape}
+        if array is not None:
+            finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
+            entry["sum"] = float(np.asarray(finite, dtype=np.float64).sum())
+            if arguments.values and dtype in ("F32", "I32"):
+                entry["bits"] = _contiguous(array).view(np.int32).reshape(-1).tolist()
+        described[name] = entry
+    if arguments.json:
+        json.dump({"reader": reader, "metadata": metadata, "tensors": described}, sys.stdout)
+        print()
+        return
+    print(f"{arguments.file} (read with {reader})")
+    for key, value in sorted(metadata.items()):
+        print(f"  metadata {key!r}: {value!r}")
+    for name, entry in described.items():
+        print(f"  {name:40s} {entry['dtype']:5s} {str(entry['shape']):20s} sum {entry.get('sum', float('nan')):.6g}")
+
+
+def write_builtin(path, tensors, metadata):
+    """Same bytes as safetensors.numpy.save_file for F32/I32 (up to the order of the metadata keys):
+    F32 tensors, then I32 tensors, each sorted by name; space-padded header."""
+    header = {"__metadata__": metadata} if metadata else {}
+    offset, chunks = 0, []
+    for name in sorted(tensors, key=lambda n: (_numpy_dtype_name(tensors[n]) != "F32", n.encode())):
+        data = _contiguous(tensors[name]).astype(tensors[name].dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": _numpy_dtype_name(tensors[name]), "shape": list(tensors[name].shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        chunks.append(data)
+    encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    encoded += b" " * ((8 - len(encoded) % 8) % 8)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)) + encoded + b"".join(chunks))
+
+
+def command_write(arguments):
+    rng = np.random.default_rng(arguments.seed)
+    tensors = {
+        "encoder.0.weight": rng.standard_normal((33, 7), dtype=np.float32),
+        "encoder.0.bias": rng.standard_normal(33, dtype=np.float32),
+        # A transposed array (made contiguous, so stored row-major as the format requires).
+        "decoder.weight": rng.standard_normal((7, 5), dtype=np.float32).T,
+        "labels": rng.integers(-2**31, 2**31, size=(2, 3), dtype=np.int32),
+        "step": np.array(12345, dtype=np.int32),
+        "empty": np.zeros((0, 4), dtype=np.float32),
+        "special": np.array([np.nan, np.inf, -np.inf, -0.0, 1e-40], dtype=np.float32),
+    }
+    metadata = {"writer": "safetensors_check.py", "seed": str(arguments.seed)}
+    if arguments.dtype != "float32":
+        import torch
+        from safetensors.torch import save_file
+        converted = {name: torch.from_numpy(_contiguous(array)) for name, array in tensors.items()}
+        converted = {name: t.to(getattr(torch, arguments.dtype)) if t.is_floating_point() else t
+                     for name, t in converted.items()}
+        save_file(converted, arguments.file, metadata=metadata)
+        return
+    try:
+        import torch
+        from safetensors.torch import save_file
+        save_file({name: torch.from_numpy(_contiguous(a)) for name, a in tensors.items()},
+                  arguments.file, metadata=metadata)
+    except ImportError:
+        try:
+            from safetensors.numpy import save_file
+            save_file({name: _contiguous(a) for name, a in tensors.items()}, arguments.file, metadata=metadata)
+        except ImportError:
+            write_builtin(arguments.file, tensors, metadata)
+
+
+def command_mlp(arguments):
+    """nn.Sequential(Flatten, Linear, ReLU, …, Linear) state_dict, plus "input" and its "output"."""
+    import torch
+    import torch.nn as nn
+    from safetensors.torch import save_file
+    torch.manual_seed(arguments.seed)
+    sizes = [int(s) for s in arguments.sizes.split(",")]
+    layers = [nn.Flatten()]
+    for width_in, width_out in zip(sizes[:-2], sizes[1:-1]):
+        layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+    layers.append(nn.Linear(sizes[-2], sizes[-1]))
+    model = nn.Sequential(*layers)
+    x = torch.randn(arguments.batch, sizes[0])
+    with torch.no_grad():
+        y = model(x)
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    state["input"], state["output"] = x, y
+    save_file(state, arguments.file, metadata={"format": "pt"})
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    read_parser = commands.add_parser("read", help="print a file's metadata and tensors")
+    read_parser.add_argument("file")
+    read_parser.add_argument("--json", action="store_true", help="JSON on stdout")
+    read_parser.add_argument("--values", action="store_true", help="include every element (as int32 bits)")
+    read_parser.set_defaults(run=command_read)
+    write_parser = commands.add_parser("write", help="write a file of known tensors")
+    write_parser.add_argument("file")
+    write_parser.add_argument("--seed", type=int, default=0)
+    write_parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                              help="dtype of the float tensors (float16/bfloat16 need torch)")
+    write_parser.set_defaults(run=command_write)
+    mlp_parser = commands.add_parser("mlp", help="write a PyTorch MLP's weights with an input and its output")
+    mlp_parser.add_argument("file")
+    mlp_parser.add_argument("--sizes", default="784,512,512,10", help="input,hidden…,output")
+    mlp_parser.add_argument("--batch", type=int, default=4)
+    mlp_parser.add_argument("--seed", type=int, default=0)
+    mlp_parser.set_defaults(run=command_mlp)
+    arguments = parser.parse_args()
+    arguments.run(arguments)
+
+
+if __name__ == "__main__":
+    main()

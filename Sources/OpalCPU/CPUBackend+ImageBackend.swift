@@ -1,0 +1,4 @@
+import OpalCore
+
+// The image op set lives in Conv.swift, Pool.swift, Norm.swift and GemmEpilogue.swift.
+extension CPUBackend: ImageBackend {}

@@ -1,0 +1,179 @@
+import Foundation
+import OpalCore
+import XCTest
+@testable import OpalCPU
+
+/// Convolution on the CPU backend (im2col + OpenBLAS, Sources/OpalCPU/Conv.swift) against the direct
+/// Double references beside it, plus a hand-computed case and finite-difference checks of both backward
+/// passes against the forward.
+final class ConvTests: CPUTestCase {
+    /// The shape grid: odd sizes, strides, padding 0/1/3, dilation, groups, 1×1 and 5×5 kernels, batch 1 and 3.
+    static let grid: [Conv2DDescriptor] = [
+        Conv2DDescriptor(batch: 1, inputChannels: 1, inputHeight: 7, inputWidth: 9, outputChannels: 1,
+                         kernelHeight: 3, kernelWidth: 3),
+        Conv2DDescriptor(batch: 3, inputChannels: 3, inputHeight: 13, inputWidth: 5, outputChannels: 5,
+                         kernelHeight: 3, kernelWidth: 3, paddingHeight: 1, paddingWidth: 1),
+        Conv2DDescriptor(batch: 3, inputChannels: 4, inputHeight: 9, inputWidth: 11, outputChannels: 6,
+                         kernelHeight: 3, kernelWidth: 2, strideHeight: 2, strideWidth: 2,
+                         paddingHeight: 1, paddingWidth: 0, groups: 2),
+        Conv2DDescriptor(batch: 1, inputChannels: 5, inputHeight: 12, inputWidth: 10, outputChannels: 7,
+                         kernelHeight: 3, kernelWidth: 3, paddingHeight: 3, paddingWidth: 3,
+                         dilationHeight: 2, dilationWidth: 2),
+        Conv2DDescriptor(batch: 3, inputChannels: 6, inputHeight: 7, inputWidth: 9, outputChannels: 9,
+                         kernelHeight: 1, kernelWidth: 1),
+        Conv2DDescriptor(batch: 3, inputChannels: 6, inputHeight: 7, inputWidth: 9, outputChannels: 4,
+                         kernelHeight: 1, kernelWidth: 1, strideHeight: 2, strideWidth: 3),
+        Conv2DDescriptor(batch: 3, inputChannels: 3, inputHeight: 13, inputWidth: 11, outputChannels: 33,
+                         kernelHeight: 5, kernelWidth: 5, strideHeight: 2, strideWidth: 1,
+                         paddingHeight: 2, paddingWidth: 3),
+        Conv2DDescriptor(batch: 2, inputChannels: 4, inputHeight: 6, inputWidth: 7, outputChannels: 4,
+                         kernelHeight: 3, kernelWidth: 3, strideHeight: 3, strideWidth: 2, paddingHeight: 1,
+                         paddingWidth: 1, dilationHeight: 2, dilationWidth: 1, groups: 4),
+    ]
+
+    static func magnitude(_ values: [Double]) -> Double { values.lazy.map(Swift.abs).max() ?? 0 }
+
+    func testForwardMatchesReference() throws {
+        for (index, d) in ConvTests.grid.enumerated() {
+            for withBias in [index.isMultiple(of: 2), !index.isMultiple(of: 2)] {
+                let x = uniform(d.inputCount), w = uniform(d.weightCount)
+                let bias = withBias ? uniform(d.outputChannels) : nil
+                let y = try poisoned(d.outputCount)
+                try backend.conv2D(try buffer(x), try buffer(w), try bias.map { try buffer($0) }, y, descriptor: d)
+                let expected = CPUBackend.referenceConv2D(x, w, bias, descriptor: d)
+                let scale = CPUBackend.referenceConv2D(x.map(abs), w.map(abs), bias?.map(abs), descriptor: d)
+                try assertWithin(try read(y), expected, scale: scale, "forward \(d) bias \(withBias)")
+            }
+        }
+    }
+
+    func testBackwardDataMatchesReference() throws {
+        for d in ConvTests.grid {
+            let dy = uniform(d.outputCount), w = uniform(d.weightCount)
+            let dx = try poisoned(d.inputCount)
+            try backend.conv2DBackwardData(try buffer(dy), try buffer(w), dx, descriptor: d)
+            let expected = CPUBackend.referenceConv2DBackwardData(dy, w, descriptor: d)
+            let scale = CPUBackend.referenceConv2DBackwardData(dy.map(abs), w.map(abs), descriptor: d)
+            try assertWithin(try read(dx), expected, scale: scale, "backward data \(d)")
+        }
+    }
+
+    func testBackwardWeightMatchesReference() throws {
+        for d in ConvTests.grid {
+            let x = uniform(d.inputCount), dy = uniform(d.outputCount)
+            let dw = try poisoned(d.weightCount)
+            try backend.conv2DBackwardWeight(try buffer(x), try buffer(dy), dw, descriptor: d)
+            let expected = CPUBackend.referenceConv2DBackwardWeight(x, dy, descriptor: d)
+            let scale = CPUBackend.referenceConv2DBackwardWeight(x.map(abs), dy.map(abs), descriptor: d)
+            try assertWithin(try read(dw), expected, scale: scale, "backward weight \(d)")
+        }
+    }
+
+    /// A column budget small enough that the batch is split into chunks of 2 (and backward-weight
+    /// accumulates across them); 1×1 kernels never chunk.
+    func testChunkedBatch() throws {
+        let d = Conv2DDescriptor(batch: 5, inputChannels: 3, inputHeight: 9, inputWidth: 7, outputChannels: 4,
+                                 kernelHeight: 3, kernelWidth: 3, paddingHeight: 1, paddingWidth: 1, groups: 1)
+        let budget = 2 * d.inputChannels * 9 * d.outputHeight * d.outputWidth + 1
+        XCTAssertEqual(try ConvolutionPlan(d, op: "test", columnBudget: budget).chunk, 2)
+        let x = uniform(d.inputCount), w = uniform(d.weightCount), dy = uniform(d.outputCount)
+        let bias = uniform(d.outputChannels)
+        let y = try poisoned(d.outputCount), dx = try poisoned(d.inputCount), dw = try poisoned(d.weightCount)
+        try backend.conv2D(try buffer(x), try buffer(w), try buffer(bias), y, descriptor: d, columnBudget: budget)
+        try backend.conv2DBackwardData(try buffer(dy), try buffer(w), dx, descriptor: d, columnBudget: budget)
+        try backend.conv2DBackwardWeight(try buffer(x), try buffer(dy), dw, descriptor: d, columnBudget: budget)
+        try assertWithin(try read(y), CPUBackend.referenceConv2D(x, w, bias, descriptor: d),
+                         scale: CPUBackend.referenceConv2D(x.map(abs), w.map(abs), bias.map(abs), descriptor: d),
+                         "chunked forward")
+        try assertWithin(try read(dx), CPUBackend.referenceConv2DBackwardData(dy, w, descriptor: d),
+                         scale: CPUBackend.referenceConv2DBackwardData(dy.map(abs), w.map(abs), descriptor: d),
+                         "chunked backward data")
+        try assertWithin(try read(dw), CPUBackend.referenceConv2DBackwardWeight(x, dy, descriptor: d),
+                         scale: CPUBackend.referenceConv2DBackwardWeight(x.map(abs), dy.map(abs), descriptor: d),
+                         "chunked backward weight")
+    }
+
+    /// x = [[1, 2, 3], [4, 5, 6], [7, 8, 9]], w = [[1, 0], [0, −1]], bias 0.5, no padding:
+    /// y[i, j] = x[i, j] − x[i + 1, j + 1] + 0.5 = −3.5 everywhere; dx for dy = ones is +1 where only
+    /// w[0, 0] reaches and −1 where only w[1, 1] does; dw for dy = [[1, 0], [0, 2]] is x[kh, kw] + 2·x[kh + 1, kw + 1].
+    func testHandComputedTwoByTwo() throws {
+        let d = Conv2DDescriptor(batch: 1, inputChannels: 1, inputHeight: 3, inputWidth: 3, outputChannels: 1,
+                                 kernelHeight: 2, kernelWidth: 2)
+        let x: [Float] = [1, 2, 3, 4, 5, 6, 7, 8, 9], w: [Float] = [1, 0, 0, -1]
+        let y = try poisoned(4)
+        try backend.conv2D(try buffer(x), try buffer(w), try buffer([0.5]), y, descriptor: d)
+        XCTAssertEqual(try read(y), [-3.5, -3.5, -3.5, -3.5] as [Float])
+        let dx = try poisoned(9)
+        try backend.conv2DBackwardData(try buffer([1, 1, 1, 1]), try buffer(w), dx, descriptor: d)
+        XCTAssertEqual(try read(dx), [1, 1, 0, 1, 0, -1, 0, -1, -1] as [Float])
+        let dw = try poisoned(4)
+        try backend.conv2DBackwardWeight(try buffer(x), try buffer([1, 0, 0, 2]), dw, descriptor: d)
+        // dw[kh, kw] = Σ dy[oh, ow]·x[oh + kh, ow + kw] = x[kh, kw] + 2·x[kh + 1, kw + 1]
+        XCTAssertEqual(try read(dw), [11, 14, 20, 23] as [Float])
+    }
+
+    /// L(x, w) = Σ r ⊙ conv2D(x, w) is linear in x and in w, so the central difference
+    /// (L(x + h·e_i) − L(x − h·e_i)) / (x_i⁺ − x_i⁻), computed in Double from the reference forward, is
+    /// the exact gradient up to Double rounding; the backward passes must match it.
+    func testBackwardPassesAgainstFiniteDifferences() throws {
+        let shapes = [
+            Conv2DDescriptor(batch: 2, inputChannels: 2, inputHeight: 5, inputWidth: 6, outputChannels: 3,
+                             kernelHeight: 3, kernelWidth: 2, strideHeight: 2, strideWidth: 1,
+                             paddingHeight: 1, paddingWidth: 1),
+            Conv2DDescriptor(batch: 1, inputChannels: 4, inputHeight: 6, inputWidth: 5, outputChannels: 2,
+                             kernelHeight: 2, kernelWidth: 3, paddingHeight: 2, paddingWidth: 0,
+                             dilationHeight: 2, dilationWidth: 1, groups: 2),
+        ]
+        for d in shapes {
+            let x = uniform(d.inputCount), w = uniform(d.weightCount), r = uniform(d.outputCount)
+            func loss(_ x: [Float], _ w: [Float]) -> Double {
+                zip(CPUBackend.referenceConv2D(x, w, nil, descriptor: d), r).reduce(0) { $0 + $1.0 * Double($1.1) }
+            }
+            func difference(_ values: [Float], at index: Int, _ evaluate: ([Float]) -> Double) -> Double {
+                var plus = values, minus = values
+                plus[index] += 0.25; minus[index] -= 0.25
+                return (evaluate(plus) - evaluate(minus)) / Double(plus[index] - minus[index])
+            }
+            let dx = try poisoned(d.inputCount), dw = try poisoned(d.weightCount)
+            try backend.conv2DBackwardData(try buffer(r), try buffer(w), dx, descriptor: d)
+            try backend.conv2DBackwardWeight(try buffer(x), try buffer(r), dw, descriptor: d)
+            let numericX = x.indices.map { difference(x, at: $0) { loss($0, w) } }
+            let numericW = w.indices.map { difference(w, at: $0) { loss(x, $0) } }
+            assertClose(try read(dx), numericX, relative: 1e-4, absolute: 1e-5, "finite-difference dx \(d)")
+            assertClose(try read(dw), numericW, relative: 1e-4, absolute: 1e-5, "finite-difference dw \(d)")
+        }
+    }
+
+    func testInvalidGeometryAndShortBuffersThrow() throws {
+        let bad = Conv2DDescriptor(batch: 1, inputChannels: 3, inputHeight: 4, inputWidth: 4, outputChannels: 4,
+                                   kernelHeight: 3, kernelWidth: 3, groups: 2)
+        let buffer = try poisoned(256)
+        XCTAssertThrowsError(try backend.conv2D(buffer, buffer, nil, buffer, descriptor: bad))
+        let d = Conv2DDescriptor(batch: 1, inputChannels: 2, inputHeight: 4, inputWidth: 4, outputChannels: 2,
+                                 kernelHeight: 3, kernelWidth: 3)
+        XCTAssertThrowsError(try backend.conv2D(try poisoned(d.inputCount - 1), try poisoned(d.weightCount), nil,
+                                                try poisoned(d.outputCount), descriptor: d))
+        XCTAssertThrowsError(try backend.conv2DBackwardWeight(try poisoned(d.inputCount), try poisoned(d.outputCount),
+                                                              ForeignBuffer(), descriptor: d))
+    }
+
+    /// |actual − expected| ≤ 1e-5·scale + 1e-6·max(scale) per element, where scale is the reference evaluated
+    /// on magnitudes (Σ|terms|), the bound of float rounding in a sum of that many terms.
+    func assertWithin(_ actual: [Float], _ expected: [Double], scale: [Double], _ message: String,
+                      file: StaticString = #filePath, line: UInt = #line) throws {
+        XCTAssertEqual(actual.count, expected.count, context("\(message): count"), file: file, line: line)
+        let largest = ConvTests.magnitude(scale)
+        var failures = 0
+        for index in expected.indices {
+            let bound = 1e-5 * scale[index] + 1e-6 * largest
+            if !(Swift.abs(Double(actual[index]) - expected[index]) <= bound) {
+                failures += 1
+                if failures <= 3 {
+                    XCTFail(context("\(message): element \(index) is \(actual[index]), expected \(expected[index])"),
+                            file: file, line: line)
+                }
+            }
+        }
+        if failures > 3 { XCTFail(context("\(message): \(failures) elements differ"), file: file, line: line) }
+    }
+}
