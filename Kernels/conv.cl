@@ -140,7 +140,8 @@ void conv_forward_implicit(const __global float* x, const __global float* w, con
     const int column = n0 + loadColumn;
     const bool columnValid = column < columns;
     // Divisions stay unconditional: under a select LLVM would `freeze` them (see remainder_of).
-    const int n = min(column / P, N - 1), p = columnValid ? remainder_of(column, column / P, P) : 0;
+    const int quotient = column / P, remainder = remainder_of(column, quotient, P);
+    const int n = min(quotient, N - 1), p = columnValid ? remainder : 0;
     const int oh = p / OW, ow = remainder_of(p, oh, OW);
     const int ihBase = oh * SH - PH, iwBase = ow * SW - PW;
     const __global float* xn = x + ((n * C) + g * Cg) * H * W;
