@@ -7,7 +7,7 @@ import OpalBenchmarks
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmark kernels and training steps against reference libraries.",
-        subcommands: [BenchGemmCommand.self, BenchTrainCommand.self])
+        subcommands: [BenchGemmCommand.self, BenchConvCommand.self, BenchTrainCommand.self])
 }
 
 /// Options shared by the benchmark commands.
@@ -168,5 +168,43 @@ struct BenchTrainMLPCommand: ParsableCommand {
                   + "  " + result.deviceDescription)
         }
         print("reference: \(pytorchNote) · goal on the native CPU: ≤ 0.8× PyTorch CPU")
+    }
+}
+
+/// `opal bench conv`: K2 and R2 convolutions, forward and both backward passes.
+struct BenchConvCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "conv",
+        abstract: "Conv2D forward, backward-data, backward-weight: Opal's chosen algorithm vs im2col + CLBlast (OpenCL) at the K2 and R2 shapes.")
+
+    @OptionGroup var deviceOptions: DeviceOptions
+    @OptionGroup var bench: BenchOptions
+
+    @Option(help: "Shapes: k2, r2 or all.")
+    var shapes = "all"
+
+    func validate() throws {
+        guard ["k2", "r2", "all"].contains(shapes) else { throw ValidationError("--shapes must be k2, r2 or all, got '\(shapes)'") }
+    }
+
+    func run() throws {
+        let device = try deviceOptions.resolve()
+        let chosen: [ConvBenchmark.Shape] = shapes == "k2" ? ConvBenchmark.k2Shapes
+            : shapes == "r2" ? ConvBenchmark.r2Shapes : ConvBenchmark.k2Shapes + ConvBenchmark.r2Shapes
+        let benchmark = ConvBenchmark(shapes: chosen, runs: bench.runs)
+        let rows = try benchmark.run(on: device) { if !bench.json { printError($0) } }
+        if bench.json {
+            struct Report: Encodable { var device: String; var description: String; var rows: [ConvBenchmark.Row] }
+            return try printJSON(Report(device: device.name, description: device.backend.deviceDescription, rows: rows))
+        }
+        print("Conv2D on \(device) · median of \(bench.runs) runs after warm-up")
+        print(pad("shape", 12) + pad("pass", 16) + pad("algorithm", 15) + pad("opal ms", 11) + pad("GFLOP/s", 10)
+              + pad("im2col+CLBlast ms", 19) + pad("ref/opal", 10))
+        for row in rows {
+            print(pad(row.shape, 12) + pad(row.pass.rawValue, 16) + pad(row.algorithm, 15)
+                  + pad(format(row.opal.medianMilliseconds, 3), 11) + pad(format(row.opalGigaflops, 1), 10)
+                  + pad(row.reference.map { format($0.medianMilliseconds, 3) } ?? "-", 19)
+                  + pad(row.speedup.map { format($0) } ?? "-", 10))
+        }
     }
 }

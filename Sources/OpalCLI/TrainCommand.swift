@@ -18,17 +18,20 @@ struct ClassifierOptions: ParsableArguments {
     @Option(help: "Maximum number of passes over the training set (default: 10 for the MLP, 5 for the CNN).")
     var epochs: Int?
 
-    @Option(name: .customLong("batch-size"), help: "Examples per optimisation step.")
-    var batchSize = 128
+    @Option(name: .customLong("batch-size"), help: "Examples per optimisation step (default: 128 for the MLP, 64 for the CNN).")
+    var batchSize: Int?
 
-    @Option(name: .customLong("learning-rate"), help: "Adam learning rate.")
-    var learningRate: Float = 1e-3
+    @Option(name: .customLong("learning-rate"), help: "Peak Adam learning rate (default: 1e-3 for the MLP, 2e-3 for the CNN).")
+    var learningRate: Float?
 
     @Option(name: .customLong("weight-decay"), help: "L2 weight decay added to the gradient.")
     var weightDecay: Float = 0
 
     @Option(help: "Seed for initialisation, shuffling and dropout.")
     var seed: UInt64 = 42
+
+    @Option(help: "Learning-rate schedule: cosine (decay to zero over the run) or constant.")
+    var schedule = "cosine"
 
     @Option(help: "Stop after this many epochs without a better validation loss (0: never).")
     var patience = 3
@@ -47,9 +50,14 @@ struct ClassifierOptions: ParsableArguments {
             throw ValidationError("unknown dataset '\(dataset)': choose one of \(DatasetName.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         if let epochs, epochs <= 0 { throw ValidationError("--epochs must be positive, got \(epochs)") }
-        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive, got \(batchSize)") }
-        guard learningRate > 0, learningRate.isFinite else { throw ValidationError("--learning-rate must be positive, got \(learningRate)") }
+        if let batchSize, batchSize <= 0 { throw ValidationError("--batch-size must be positive, got \(batchSize)") }
+        if let learningRate, !(learningRate > 0 && learningRate.isFinite) {
+            throw ValidationError("--learning-rate must be positive, got \(learningRate)")
+        }
         guard weightDecay >= 0 else { throw ValidationError("--weight-decay must be ≥ 0, got \(weightDecay)") }
+        guard LearningRateSchedule(rawValue: schedule) != nil else {
+            throw ValidationError("unknown schedule '\(schedule)': choose cosine or constant")
+        }
         guard patience >= 0 else { throw ValidationError("--patience must be ≥ 0, got \(patience)") }
         guard validationFraction > 0, validationFraction < 1 else {
             throw ValidationError("--validation-fraction must lie in (0, 1), got \(validationFraction)")
@@ -57,11 +65,12 @@ struct ClassifierOptions: ParsableArguments {
     }
 
     /// The trainer's settings; `defaultEpochs` applies when `--epochs` is absent.
-    func trainingOptions(defaultEpochs: Int) -> ClassifierTrainingOptions {
+    func trainingOptions(defaultEpochs: Int, defaultBatchSize: Int, defaultLearningRate: Float) -> ClassifierTrainingOptions {
         var options = ClassifierTrainingOptions()
-        options.epochs = epochs ?? defaultEpochs; options.batchSize = batchSize; options.learningRate = learningRate
+        options.epochs = epochs ?? defaultEpochs; options.batchSize = batchSize ?? defaultBatchSize; options.learningRate = learningRate ?? defaultLearningRate
         options.weightDecay = weightDecay; options.seed = seed
         options.patience = patience == 0 ? nil : patience
+        options.schedule = LearningRateSchedule(rawValue: schedule) ?? .cosine
         options.showProgress = !noProgress
         return options
     }
@@ -119,7 +128,7 @@ struct TrainMLPCommand: ParsableCommand {
         let model = try makeMLP(inputSize: data.training.featureCount, hiddenSizes: parsedHiddenSizes ?? [],
                                 outputSize: data.training.classCount, dropout: dropout)
         print("model: MLP \(([data.training.featureCount] + (parsedHiddenSizes ?? []) + [data.training.classCount]).map(String.init).joined(separator: "-")) · \(model.parameterCount) parameters")
-        let trainer = try ClassifierTrainer(model: model, device: device, options: options.trainingOptions(defaultEpochs: 10))
+        let trainer = try ClassifierTrainer(model: model, device: device, options: options.trainingOptions(defaultEpochs: 10, defaultBatchSize: 128, defaultLearningRate: 1e-3))
         _ = try trainer.fit(training: data.training, validation: data.validation)
         let test = try trainer.evaluate(data.test)
         printTestReport(test)
@@ -165,7 +174,7 @@ struct TrainCNNCommand: ParsableCommand {
             ? try CNN.deep(inputChannels: shape[0], imageSize: shape[1], classes: data.training.classCount)
             : try CNN.simple(inputChannels: shape[0], imageSize: shape[1], classes: data.training.classCount)
         print("model: \(deep ? "deep CNN (batch norm, dropout)" : "CNN R2") · \(model.parameterCount) parameters")
-        let trainer = try ClassifierTrainer(model: model, device: device, options: options.trainingOptions(defaultEpochs: 5))
+        let trainer = try ClassifierTrainer(model: model, device: device, options: options.trainingOptions(defaultEpochs: 5, defaultBatchSize: 64, defaultLearningRate: 2e-3))
         _ = try trainer.fit(training: data.training, validation: data.validation)
         let test = try trainer.evaluate(data.test)
         printTestReport(test)

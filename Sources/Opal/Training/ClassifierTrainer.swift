@@ -10,6 +10,8 @@ public struct ClassifierTrainingOptions: Sendable {
     /// Stop when the validation loss has not improved for this many epochs (nil: never), and
     /// restore the weights of the best epoch.
     public var patience: Int? = 3
+    /// How the learning rate moves over the run.
+    public var schedule: LearningRateSchedule = .cosine
     public var showProgress = true
     public init() {}
 }
@@ -82,11 +84,16 @@ public final class ClassifierTrainer {
         var history: [EpochSummary] = []
         var best: (loss: Double, epoch: Int, weights: [Tensor])?
         let loop = EpochLoop(device: device, batchSize: options.batchSize, showProgress: options.showProgress)
+        let stepsPerEpoch = (training.count + options.batchSize - 1) / options.batchSize
+        let totalSteps = stepsPerEpoch * options.epochs
+        var stepIndex = 0
         for epoch in 1...options.epochs {
             let started = Date()
             model.setTraining(true)
             let means = try loop.run(training, epoch: epoch, of: options.epochs, seed: options.seed) { features, labels in
-                [("loss", try step(features: features, labels: labels))]
+                optimizer.learningRate = options.schedule.rate(base: options.learningRate, step: stepIndex, of: totalSteps)
+                stepIndex += 1
+                return [("loss", try step(features: features, labels: labels))]
             }
             let trainingLoss = means.first?.mean ?? .nan
             let seconds = Date().timeIntervalSince(started)
