@@ -4,8 +4,9 @@
 Measures the same workloads as `opal bench` so Opal's numbers can be read against a mature framework
 on the same machine:
 
-* training steps (R1 …): forward, loss, backward and optimizer update of one batch, with the data
-  already on the device; warm-up steps, then the median (and p10/p90) of many timed steps;
+* training steps (R1 MLP, R2 CNN, R4 dense autoencoder, R5 DCGAN): forward, loss, backward and optimizer
+  update of one batch (R5: one discriminator and one generator update), with the data already on the device;
+  warm-up steps, then the median (and p10/p90) of many timed steps;
 * GEMM (--gemm): C = A·B for square fp32 matrices, in ms and GFLOP/s.
 
 Settings that must match Opal's: fp32 everywhere, TF32 off, data resident on the device, a fixed seed.
@@ -13,6 +14,7 @@ On CUDA each step ends with torch.cuda.synchronize() so the time covers the whol
 
 Examples:
     python3 pytorch_reference.py                       # R1 on the CPU with 2 threads
+    python3 pytorch_reference.py --workloads R1,R2,R4,R5  # every training workload
     python3 pytorch_reference.py --device cuda --json  # R1 on the GPU, JSON on stdout
     python3 pytorch_reference.py --gemm --threads 2    # GEMM 256…2048
 """
@@ -32,10 +34,23 @@ import torch.nn.functional as F
 
 @dataclass
 class Workload:
-    """One training-step benchmark: a model, a batch on the device, a loss and an optimizer."""
+    """One training-step benchmark: a builder that puts a model, a batch and optimizers on the device."""
     description: str
-    # (device) -> (model, inputs, targets, loss_fn, optimizer)
-    build: Callable
+    # (device) -> step, a function doing one full training step (forward, loss, backward, update)
+    build: Callable[[torch.device], Callable[[], object]]
+
+
+def supervised_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn, optimizer):
+    """One step of `loss_fn(model(inputs), targets)` with `optimizer`."""
+    model.train()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step
 
 
 def build_r1(device: torch.device):
@@ -49,13 +64,99 @@ def build_r1(device: torch.device):
     inputs = torch.rand(batch, 784, device=device)
     targets = torch.randint(0, 10, (batch,), device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    return model, inputs, targets, F.cross_entropy, optimizer
+    return supervised_step(model, inputs, targets, F.cross_entropy, optimizer)
 
 
-# The training-step workloads. R2–R6 (CNN, LSTM, GRU/char-RNN, GPT, VAE …) and kernel workloads K1–K5
-# are added here with the same shape: a builder returning (model, inputs, targets, loss_fn, optimizer).
+def build_r2(device: torch.device):
+    """R2: CNN (Opal's `CNN.simple()`): Conv 1→32 3×3 p1, ReLU, MaxPool 2; Conv 32→64 3×3 p1, ReLU, MaxPool 2;
+    Linear 3136→128, ReLU; Linear 128→10; cross-entropy, Adam lr 1e-3, batch 64 of 1×28×28 images."""
+    batch = 64
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 128), nn.ReLU(),
+        nn.Linear(128, 10),
+    ).to(device)
+    inputs = torch.rand(batch, 1, 28, 28, device=device)
+    targets = torch.randint(0, 10, (batch,), device=device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return supervised_step(model, inputs, targets, F.cross_entropy, optimizer)
+
+
+def build_r4(device: torch.device):
+    """R4: dense autoencoder (Opal's `Autoencoder(kind: .dense)`): Linear 784→256, ReLU, 256→32;
+    Linear 32→256, ReLU, 256→784, Sigmoid; mean squared reconstruction error, Adam lr 1e-3, batch 128."""
+    batch = 128
+    model = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 32),
+        nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 784), nn.Sigmoid(),
+        nn.Unflatten(1, (1, 28, 28)),
+    ).to(device)
+    inputs = torch.rand(batch, 1, 28, 28, device=device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return supervised_step(model, inputs, inputs, F.mse_loss, optimizer)
+
+
+def build_r5(device: torch.device):
+    """R5: DCGAN-small (Opal's `DCGAN()` trained by `GANTrainer.step(real:)`), batch 64, noise size 100.
+
+    G: Linear 100→128·7·7 (no bias), BatchNorm, ReLU, reshape; ConvTranspose 128→64 4×4 s2 p1 (no bias), BatchNorm,
+    ReLU; ConvTranspose 64→1 4×4 s2 p1, Tanh. D: Conv 1→64 4×4 s2 p1, LeakyReLU 0.2; Conv 64→128 4×4 s2 p1 (no bias),
+    BatchNorm, LeakyReLU 0.2; Flatten; Linear 6272→1 (a logit). One step = one D update (BCE with logits on a real
+    batch, label 1, and a generated batch made without gradients, label 0) and one G update (BCE of D(G(z)) against
+    label 1, with D's weights frozen so only the input gradient flows through D). Adam lr 2e-4, β = (0.5, 0.999).
+    Real images are drawn in [0, 1] and scaled to [−1, 1] inside the step, as Opal does."""
+    batch, noise_size = 64, 100
+    generator = nn.Sequential(
+        nn.Linear(noise_size, 128 * 7 * 7, bias=False), nn.BatchNorm1d(128 * 7 * 7), nn.ReLU(),
+        nn.Unflatten(1, (128, 7, 7)),
+        nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.ConvTranspose2d(64, 1, 4, stride=2, padding=1), nn.Tanh(),
+    ).to(device)
+    discriminator = nn.Sequential(
+        nn.Conv2d(1, 64, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+        nn.Conv2d(64, 128, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(128), nn.LeakyReLU(0.2),
+        nn.Flatten(),
+        nn.Linear(128 * 7 * 7, 1),
+    ).to(device)
+    generator.train()
+    discriminator.train()
+    generator_optimizer = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    discriminator_optimizer = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    images = torch.rand(batch, 1, 28, 28, device=device)
+    bce = F.binary_cross_entropy_with_logits
+
+    def step():
+        real = images * 2 - 1
+        ones = torch.ones(batch, 1, device=device)
+        zeros = torch.zeros(batch, 1, device=device)
+        discriminator_optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            fake = generator(torch.randn(batch, noise_size, device=device))
+        d_loss = bce(discriminator(real), ones) + bce(discriminator(fake), zeros)
+        d_loss.backward()
+        discriminator_optimizer.step()
+        generator_optimizer.zero_grad(set_to_none=True)
+        discriminator.requires_grad_(False)
+        try:
+            g_loss = bce(discriminator(generator(torch.randn(batch, noise_size, device=device))), ones)
+            g_loss.backward()
+            generator_optimizer.step()
+        finally:
+            discriminator.requires_grad_(True)
+        return d_loss, g_loss
+    return step
+
+
+# The training-step workloads, each a builder returning a one-step function. Kernel workloads K1–K5 and the
+# remaining training workloads (R3 char-RNN, R6 GPT …) are added here the same way.
 WORKLOADS: Dict[str, Workload] = {
     "R1": Workload("MLP 784-512-512-10 ReLU, cross-entropy, Adam 1e-3, batch 128", build_r1),
+    "R2": Workload("CNN conv 32, conv 64, linear 3136-128-10, cross-entropy, Adam 1e-3, batch 64", build_r2),
+    "R4": Workload("dense autoencoder 784-256-32-256-784, MSE, Adam 1e-3, batch 128", build_r4),
+    "R5": Workload("DCGAN-small, one D + one G update, BCE with logits, Adam 2e-4 (0.5, 0.999), batch 64", build_r5),
 }
 
 
@@ -75,16 +176,7 @@ def percentile(sorted_values: List[float], fraction: float) -> float:
 
 
 def time_training_step(name: str, device: torch.device, warmup: int, steps: int) -> dict:
-    model, inputs, targets, loss_fn, optimizer = WORKLOADS[name].build(device)
-    model.train()
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(inputs), targets)
-        loss.backward()
-        optimizer.step()
-        return loss
-
+    step = WORKLOADS[name].build(device)
     for _ in range(warmup):
         step()
     synchronize(device)
