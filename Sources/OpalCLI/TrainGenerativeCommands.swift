@@ -45,15 +45,18 @@ struct GenerativeOptions: ParsableArguments {
         return options
     }
 
+    /// The chosen dataset (default: Fashion-MNIST when installed, else the digits, with a notice).
+    var datasetName: DatasetName {
+        if let dataset, let chosen = DatasetName(rawValue: dataset) { return chosen }
+        return DatasetName.resolveDefault().name
+    }
+
+    /// One whole split of the chosen dataset (no `--limit`).
+    func dataset(split: DatasetSplit) throws -> LabeledDataset { try datasetName.load(split: split) }
+
     func loadData() throws -> (training: LabeledDataset, test: LabeledDataset) {
-        let name: DatasetName
-        if let dataset, let chosen = DatasetName(rawValue: dataset) {
-            name = chosen
-        } else {
-            let resolved = DatasetName.resolveDefault()
-            if let notice = resolved.notice { printError(notice) }
-            name = resolved.name
-        }
+        if dataset == nil, let notice = DatasetName.resolveDefault().notice { printError(notice) }
+        let name = datasetName
         var training = try name.load(split: .train)
         if let limit, limit < training.count { training = training.subset(0..<limit) }
         let test = try name.load(split: .test)
@@ -185,12 +188,14 @@ struct TrainGANCommand: ParsableCommand {
             try judge.move(to: device)
             print("judge: CNN from \(classifier)")
         } else {
-            print("judge: training the CNN R2 for one epoch on real images (use --classifier FILE to reuse one)")
+            print("judge: training the CNN R2 for one epoch on all real training images (use --classifier FILE to reuse one)")
             var settings = ClassifierTrainingOptions()
-            settings.epochs = 1; settings.batchSize = 64; settings.patience = nil; settings.showProgress = !options.noProgress
+            settings.epochs = 1; settings.batchSize = 64; settings.learningRate = 2e-3; settings.patience = nil
+            settings.showProgress = !options.noProgress
             let trainer = try ClassifierTrainer(model: judge, device: device, options: settings)
             trainer.log = { _ in }
-            try trainer.fit(training: data.training, validation: data.test.subset(0..<0))
+            let realImages = options.limit == nil ? data.training : try options.dataset(split: .train)
+            try trainer.fit(training: realImages, validation: data.test.subset(0..<0))
             print(String(format: "judge: test accuracy %.2f%%", 100 * (try trainer.evaluate(data.test).report.accuracy)))
         }
         let model = try DCGAN()

@@ -23,7 +23,9 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     /// - Parameter cacheCapacityBytes: how many bytes of freed large buffers are kept for reuse.
     public init(cacheCapacityBytes: Int = 256 << 20) {
         threadCount = CPUBackend.blasThreads
-        deviceDescription = "Native CPU (OpenBLAS, \(threadCount) thread\(threadCount == 1 ? "" : "s"))"
+        // The kernel family OpenBLAS chose (or OPENBLAS_CORETYPE forced), e.g. "Haswell" or "Cooperlake".
+        let core = openblas_get_corename().map { ", \(String(cString: $0)) kernels" } ?? ""
+        deviceDescription = "Native CPU (OpenBLAS\(core), \(threadCount) thread\(threadCount == 1 ? "" : "s"))"
         cache = CPUBufferCache(capacityBytes: cacheCapacityBytes)
     }
 

@@ -1,6 +1,7 @@
 import CBLAS
 import Dispatch
 import OpalCore
+import Synchronization
 
 // 2-D convolution of the CPU backend over NCHW tensors (mirrors Kernels/conv.cl), per Conv2DDescriptor:
 //   forward          y[n, co, oh, ow] = bias[co] + Σ_{ci ∈ group(co), kh, kw} x[n, ci, ih, iw] · w[co, ci − g·Cg, kh, kw]
@@ -12,12 +13,18 @@ import OpalCore
 // `nb` batch elements side by side:
 //   col: [C·kH·kW, nb·P]   col[(ci·kH + kh)·kW + kw, j·P + oh·oW + ow] = x[n0 + j, ci, ih, iw]   (P = oH·oW)
 // Group g owns the K = Cg·kH·kW rows starting at g·K, and W_g = w[g·Mg ..< (g+1)·Mg] is [Mg, K] row-major.
-//   forward          out[Mg, nb·P] = W_g · col_g, then y[n0 + j, g·Mg + m, p] = out[m, j·P + p] + bias   (scatter)
-//   backward data    dyT[Mg, nb·P] (gathered dy), colGrad_g = W_gᵀ · dyT, then col2im sums colGrad into dx
-//   backward weight  dW_g += dyT · col_gᵀ   (beta = 1 after the first chunk)
-// im2col, col2im, scatter and gather run over (batch element, channel) planes on all cores; each plane
-// is a pointer loop whose valid output-column range is computed up front, so the inner loops are
-// branch-free copies (memcpy when the stride is 1) that the compiler vectorises.
+//   forward          y_{n,g} [Mg, P] = W_g · col_g[:, j·P ..< (j+1)·P]   (one GEMM per element: y is NCHW already)
+//   backward data    col_g[:, j·P ..< (j+1)·P] = W_gᵀ · dy_{n,g}, then col2im sums col into dx
+//   backward weight  dW_g (+)= dyT · col_gᵀ, dyT [Mg, nb·P] gathered from dy (one GEMM of depth nb·P per chunk)
+// Work is split across the cores in one of two ways (`ConvolutionPlan.workers`):
+//   - batch split (the usual training case): each core takes a contiguous range of batch elements and runs
+//     im2col, single-threaded OpenBLAS GEMMs and col2im on chunks small enough to stay in its L2 cache; the
+//     cores meet once at the end (backward weight then sums their partial dW). No NCHW scatter is needed.
+//   - one worker (batch too small to split evenly): chunks run in order, im2col/col2im/gather split over
+//     (element, channel) planes on all cores and OpenBLAS threaded.
+// im2col walks each (element, channel) plane with the valid output rows/columns of every tap computed up
+// front; with stride 1 and oW = W (the "same" convolution) a tap's rows are one contiguous copy whose
+// padding columns are zeroed afterwards.
 // `referenceConv2D…` below are the direct loops (Double accumulation) the fast path is tested against
 // (Tests/OpalCPUTests/ConvTests.swift).
 
@@ -33,30 +40,38 @@ extension CPUBackend {
         try conv2D(input, weight, bias, output, descriptor: d, columnBudget: ConvolutionPlan.maximumColumnElements)
     }
 
+    /// - Parameters:
+    ///   - columnBudget: the most column-matrix elements per chunk (tests pass small values to force chunking).
+    ///   - workers: forces the number of batch-split workers (tests); nil lets `ConvolutionPlan` choose.
     func conv2D(_ input: any DeviceBuffer, _ weight: any DeviceBuffer, _ bias: (any DeviceBuffer)?,
-                _ output: any DeviceBuffer, descriptor d: Conv2DDescriptor, columnBudget: Int) throws {
-        let plan = try ConvolutionPlan(d, op: "conv2D", columnBudget: columnBudget)
+                _ output: any DeviceBuffer, descriptor d: Conv2DDescriptor, columnBudget: Int,
+                workers: Int? = nil) throws {
+        let plan = try ConvolutionPlan(d, op: "conv2D", columnBudget: columnBudget, threads: threadCount,
+                                       workers: workers)
         let x = try cpuBuffer(input, op: "conv2D", elements: d.inputCount).floats
         let w = try cpuBuffer(weight, op: "conv2D", elements: d.weightCount).floats
         let b = try bias.map { try cpuBuffer($0, op: "conv2D", elements: d.outputChannels).floats }
         let y = try cpuBuffer(output, op: "conv2D", elements: d.outputCount).floats
-        let col = plan.needsColumns ? cache.buffer(count: plan.columnCount) : nil
-        let product = cache.buffer(count: plan.productCount)
+        let columns = cache.buffer(count: plan.workers * plan.columnCount)
         let (mg, k, p) = (d.outputChannelsPerGroup, plan.depth, plan.positions)
-        for n0 in stride(from: 0, to: d.batch, by: plan.chunk) {
-            let nb = min(plan.chunk, d.batch - n0)
-            let columns = nb * p
-            if let col { im2col(x, col.floats, d, plan, first: n0, count: nb) }
-            for g in 0..<d.groups {
-                // B = col_g [K, nb·P], or x itself for a 1×1 kernel (then nb == 1).
-                let (source, ldb) = col.map { ($0.floats + g * k * columns, columns) }
-                    ?? (x + (n0 * d.inputChannels + g * d.inputChannelsPerGroup) * p, p)
-                // One batch element: the GEMM writes y's planes directly and the bias is added in place.
-                let direct = nb == 1 ? y + (n0 * d.outputChannels + g * mg) * p : nil
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(mg), blasint(columns), blasint(k), 1,
-                            w + g * mg * k, blasint(k), source, blasint(ldb),
-                            0, direct ?? product.floats, blasint(columns))
-                scatter(direct ?? product.floats, y, bias: b.map { $0 + g * mg }, d, first: n0, count: nb, group: g)
+        forEachChunk(plan, batch: d.batch) { first, count, worker in
+            let col = columns.floats + worker * plan.columnCount
+            let pitch = count * p
+            if plan.needsColumns { im2col(x, col, d, plan, first: first, count: count) }
+            for j in 0..<count {
+                let n = first + j
+                for g in 0..<d.groups {
+                    // B = col_g's slice of element j [K, P] (row pitch nb·P), or x_n itself for a 1×1 kernel.
+                    let (source, ldb) = plan.needsColumns ? (col + g * k * pitch + j * p, pitch)
+                        : (x + (n * d.inputChannels + g * d.inputChannelsPerGroup) * p, p)
+                    let target = y + (n * d.outputChannels + g * mg) * p
+                    if let b {
+                        for m in 0..<mg { (target + m * p).update(repeating: b[g * mg + m], count: p) }
+                    }
+                    // y_{n,g} [Mg, P] (+)= W_g [Mg, K] · B [K, P]
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(mg), blasint(p), blasint(k), 1,
+                                w + g * mg * k, blasint(k), source, blasint(ldb), b == nil ? 0 : 1, target, blasint(p))
+                }
             }
         }
     }
@@ -73,27 +88,30 @@ extension CPUBackend {
     }
 
     func conv2DBackwardData(_ gradOutput: any DeviceBuffer, _ weight: any DeviceBuffer,
-                            _ gradInput: any DeviceBuffer, descriptor d: Conv2DDescriptor, columnBudget: Int) throws {
-        let plan = try ConvolutionPlan(d, op: "conv2DBackwardData", columnBudget: columnBudget)
+                            _ gradInput: any DeviceBuffer, descriptor d: Conv2DDescriptor, columnBudget: Int,
+                            workers: Int? = nil) throws {
+        let plan = try ConvolutionPlan(d, op: "conv2DBackwardData", columnBudget: columnBudget, threads: threadCount,
+                                       workers: workers)
         let dy = try cpuBuffer(gradOutput, op: "conv2DBackwardData", elements: d.outputCount).floats
         let w = try cpuBuffer(weight, op: "conv2DBackwardData", elements: d.weightCount).floats
         let dx = try cpuBuffer(gradInput, op: "conv2DBackwardData", elements: d.inputCount).floats
-        let col = cache.buffer(count: plan.needsColumns ? plan.columnCount : 0)
-        let gathered = cache.buffer(count: plan.productCount)
+        let columns = cache.buffer(count: plan.workers * plan.columnCount)
         let (mg, k, p) = (d.outputChannelsPerGroup, plan.depth, plan.positions)
-        for n0 in stride(from: 0, to: d.batch, by: plan.chunk) {
-            let nb = min(plan.chunk, d.batch - n0)
-            let columns = nb * p
-            for g in 0..<d.groups {
-                gather(dy, gathered.floats, d, first: n0, count: nb, group: g)
-                // colGrad_g [K, nb·P] = W_gᵀ · dyT; a 1×1 kernel writes dx's planes directly (nb == 1).
-                let (target, ldc) = plan.needsColumns ? (col.floats + g * k * columns, columns)
-                    : (dx + (n0 * d.inputChannels + g * d.inputChannelsPerGroup) * p, p)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blasint(k), blasint(columns), blasint(mg), 1,
-                            w + g * mg * k, blasint(k), gathered.floats, blasint(columns),
-                            0, target, blasint(ldc))
+        forEachChunk(plan, batch: d.batch) { first, count, worker in
+            let col = columns.floats + worker * plan.columnCount
+            let pitch = count * p
+            for j in 0..<count {
+                let n = first + j
+                for g in 0..<d.groups {
+                    // col_g's slice of element j [K, P] = W_gᵀ [K, Mg] · dy_{n,g} [Mg, P]; a 1×1 kernel writes dx_n.
+                    let (target, ldc) = plan.needsColumns ? (col + g * k * pitch + j * p, pitch)
+                        : (dx + (n * d.inputChannels + g * d.inputChannelsPerGroup) * p, p)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blasint(k), blasint(p), blasint(mg), 1,
+                                w + g * mg * k, blasint(k), dy + (n * d.outputChannels + g * mg) * p, blasint(p),
+                                0, target, blasint(ldc))
+                }
             }
-            if plan.needsColumns { col2im(col.floats, dx, d, plan, first: n0, count: nb) }
+            if plan.needsColumns { col2im(col, dx, d, plan, first: first, count: count) }
         }
     }
 
@@ -109,27 +127,96 @@ extension CPUBackend {
     }
 
     func conv2DBackwardWeight(_ input: any DeviceBuffer, _ gradOutput: any DeviceBuffer,
-                              _ gradWeight: any DeviceBuffer, descriptor d: Conv2DDescriptor, columnBudget: Int) throws {
-        let plan = try ConvolutionPlan(d, op: "conv2DBackwardWeight", columnBudget: columnBudget)
+                              _ gradWeight: any DeviceBuffer, descriptor d: Conv2DDescriptor, columnBudget: Int,
+                              workers: Int? = nil) throws {
+        let plan = try ConvolutionPlan(d, op: "conv2DBackwardWeight", columnBudget: columnBudget,
+                                       threads: threadCount, workers: workers)
         let x = try cpuBuffer(input, op: "conv2DBackwardWeight", elements: d.inputCount).floats
         let dy = try cpuBuffer(gradOutput, op: "conv2DBackwardWeight", elements: d.outputCount).floats
         let dw = try cpuBuffer(gradWeight, op: "conv2DBackwardWeight", elements: d.weightCount).floats
-        let col = plan.needsColumns ? cache.buffer(count: plan.columnCount) : nil
-        let gathered = cache.buffer(count: plan.productCount)
+        let columns = cache.buffer(count: plan.workers * plan.columnCount)
+        let gatheredCount = d.outputChannelsPerGroup * plan.positions * plan.chunk
+        let gathered = cache.buffer(count: plan.chunk > 1 ? plan.workers * gatheredCount : 0)
+        // Worker 0 accumulates into dw itself, worker i > 0 into partials[i − 1]; they are summed at the end.
+        let partials = cache.buffer(count: (plan.workers - 1) * d.weightCount)
         let (mg, k, p) = (d.outputChannelsPerGroup, plan.depth, plan.positions)
-        for n0 in stride(from: 0, to: d.batch, by: plan.chunk) {
-            let nb = min(plan.chunk, d.batch - n0)
-            let columns = nb * p
-            if let col { im2col(x, col.floats, d, plan, first: n0, count: nb) }
+        // started[i]: worker i has written its first chunk (later chunks accumulate with β = 1).
+        let started = UnsafeMutablePointer<Bool>.allocate(capacity: plan.workers)
+        started.initialize(repeating: false, count: plan.workers)
+        defer { started.deallocate() }
+        forEachChunk(plan, batch: d.batch) { first, count, worker in
+            let col = columns.floats + worker * plan.columnCount
+            let target = worker == 0 ? dw : partials.floats + (worker - 1) * d.weightCount
+            let pitch = count * p
+            if plan.needsColumns { im2col(x, col, d, plan, first: first, count: count) }
             for g in 0..<d.groups {
-                gather(dy, gathered.floats, d, first: n0, count: nb, group: g)
-                let (source, ldb) = col.map { ($0.floats + g * k * columns, columns) }
-                    ?? (x + (n0 * d.inputChannels + g * d.inputChannelsPerGroup) * p, p)
+                // A = dyT [Mg, nb·P]: dy_{n,g} itself for one element, else gathered side by side.
+                let (a, lda): (UnsafeMutablePointer<Float>, Int)
+                if count == 1 {
+                    (a, lda) = (dy + (first * d.outputChannels + g * mg) * p, p)
+                } else {
+                    a = gathered.floats + worker * gatheredCount
+                    lda = pitch
+                    gather(dy, a, d, first: first, count: count, group: g, parallel: plan.workers == 1)
+                }
+                let (source, ldb) = plan.needsColumns ? (col + g * k * pitch, pitch)
+                    : (x + (first * d.inputChannels + g * d.inputChannelsPerGroup) * p, p)
                 // dW_g [Mg, K] (+)= dyT [Mg, nb·P] · col_gᵀ [nb·P, K]
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(mg), blasint(k), blasint(columns), 1,
-                            gathered.floats, blasint(columns), source, blasint(ldb),
-                            n0 == 0 ? 0 : 1, dw + g * mg * k, blasint(k))
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(mg), blasint(k), blasint(pitch), 1,
+                            a, blasint(lda), source, blasint(ldb),
+                            started[worker] ? 1 : 0, target + g * mg * k, blasint(k))
             }
+            started[worker] = true
+        }
+        if !started[0] { dw.update(repeating: 0, count: d.weightCount) }
+        for worker in 1..<max(plan.workers, 1) where started[worker] {
+            let partial = partials.floats + (worker - 1) * d.weightCount
+            for index in 0..<d.weightCount { dw[index] += partial[index] }
+        }
+    }
+
+    // MARK: Scheduling
+
+    /// Runs `body(first, count, worker)` over the batch in chunks of at most `plan.chunk` elements. With one
+    /// worker the chunks run in order on the calling thread. With several, the workers take chunks in order
+    /// from a shared counter (a worker that starts late, or a core taken by another process, only means
+    /// fewer chunks for that worker) and OpenBLAS runs single-threaded meanwhile (the cores are busy with
+    /// the workers: a threaded GEMM would oversubscribe them).
+    private func forEachChunk(_ plan: ConvolutionPlan, batch: Int, _ body: (Int, Int, Int) -> Void) {
+        if plan.workers == 1 {
+            for first in stride(from: 0, to: batch, by: plan.chunk) { body(first, min(plan.chunk, batch - first), 0) }
+            return
+        }
+        // The thread count is process-wide in OpenBLAS; another thread's GEMM meanwhile runs single-threaded
+        // too (still correct, only slower).
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(threadCount)) }
+        let next = Atomic<Int>(0)
+        let chunks = (batch + plan.chunk - 1) / plan.chunk
+        // The chunks write disjoint batch ranges, each worker its own scratch, and concurrentPerform returns
+        // only when all have finished, so handing the non-Sendable body (it captures raw pointers) to the
+        // workers is safe.
+        withoutActuallyEscaping(body) { body in
+            nonisolated(unsafe) let body = body
+            DispatchQueue.concurrentPerform(iterations: plan.workers) { worker in
+                while true {
+                    let index = next.add(1, ordering: .relaxed).oldValue
+                    guard index < chunks else { return }
+                    let first = index * plan.chunk
+                    body(first, min(plan.chunk, batch - first), worker)
+                }
+            }
+        }
+    }
+
+    /// Runs `body(start, end)` over `0..<count` planes: split over all cores when the plan has one worker
+    /// (the chunk is the whole machine's), inline when it runs inside a batch-split worker.
+    @inline(__always)
+    private func forEachPlane(_ plan: ConvolutionPlan, count: Int, workPerPlane: Int, _ body: (Int, Int) -> Void) {
+        if plan.workers == 1 {
+            parallelRanges(count: count, minimumChunk: max(1, ParallelGrain.cheap / max(1, workPerPlane)), body)
+        } else {
+            body(0, count)
         }
     }
 
@@ -138,38 +225,13 @@ extension CPUBackend {
     /// col[(ci·kH + kh)·kW + kw, j·P + oh·oW + ow] = x[first + j, ci, ih, iw] (0 outside the input) for j < count.
     private func im2col(_ x: UnsafeMutablePointer<Float>, _ col: UnsafeMutablePointer<Float>, _ d: Conv2DDescriptor,
                         _ plan: ConvolutionPlan, first: Int, count: Int) {
-        let (h, w, oh, ow, p) = (d.inputHeight, d.inputWidth, d.outputHeight, d.outputWidth, plan.positions)
-        let columns = count * p
-        let grain = max(1, ParallelGrain.cheap / max(1, d.kernelHeight * d.kernelWidth * p))
-        parallelRanges(count: count * d.inputChannels, minimumChunk: grain) { start, end in
+        let (planeSize, p, taps) = (d.inputHeight * d.inputWidth, plan.positions, d.kernelHeight * d.kernelWidth)
+        let pitch = count * p
+        forEachPlane(plan, count: count * d.inputChannels, workPerPlane: taps * p) { start, end in
             for plane in start..<end {
                 let (j, c) = plane.quotientAndRemainder(dividingBy: d.inputChannels)
-                let source = x + ((first + j) * d.inputChannels + c) * h * w
-                for kh in 0..<d.kernelHeight {
-                    for kw in 0..<d.kernelWidth {
-                        let row = col + ((c * d.kernelHeight + kh) * d.kernelWidth + kw) * columns + j * p
-                        let span = plan.validColumns(kw: kw)
-                        let columnOffset = kw * d.dilationWidth - d.paddingWidth
-                        for outRow in 0..<oh {
-                            let target = row + outRow * ow
-                            let ih = outRow * d.strideHeight - d.paddingHeight + kh * d.dilationHeight
-                            guard ih >= 0, ih < h, span.lowerBound < span.upperBound else {
-                                target.update(repeating: 0, count: ow)
-                                continue
-                            }
-                            let line = source + ih * w + columnOffset
-                            (target).update(repeating: 0, count: span.lowerBound)
-                            if d.strideWidth == 1 {
-                                (target + span.lowerBound).update(from: line + span.lowerBound,
-                                                                  count: span.count)
-                            } else {
-                                let sw = d.strideWidth
-                                for o in span { target[o] = line[o * sw] }
-                            }
-                            (target + span.upperBound).update(repeating: 0, count: ow - span.upperBound)
-                        }
-                    }
-                }
+                im2colPlane(x + ((first + j) * d.inputChannels + c) * planeSize, col + c * taps * pitch + j * p,
+                            pitch: pitch, d, plan)
             }
         }
     }
@@ -177,89 +239,138 @@ extension CPUBackend {
     /// The adjoint of `im2col`: dx[first + j, ci, ih, iw] = Σ of the col entries that im2col copied from there.
     private func col2im(_ col: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ d: Conv2DDescriptor,
                         _ plan: ConvolutionPlan, first: Int, count: Int) {
-        let (h, w, oh, ow, p) = (d.inputHeight, d.inputWidth, d.outputHeight, d.outputWidth, plan.positions)
-        let columns = count * p
-        let grain = max(1, ParallelGrain.cheap / max(1, d.kernelHeight * d.kernelWidth * p))
-        parallelRanges(count: count * d.inputChannels, minimumChunk: grain) { start, end in
+        let (planeSize, p, taps) = (d.inputHeight * d.inputWidth, plan.positions, d.kernelHeight * d.kernelWidth)
+        let pitch = count * p
+        forEachPlane(plan, count: count * d.inputChannels, workPerPlane: taps * p) { start, end in
             for plane in start..<end {
                 let (j, c) = plane.quotientAndRemainder(dividingBy: d.inputChannels)
-                let target = dx + ((first + j) * d.inputChannels + c) * h * w
-                target.update(repeating: 0, count: h * w)
-                for kh in 0..<d.kernelHeight {
-                    for kw in 0..<d.kernelWidth {
-                        let row = col + ((c * d.kernelHeight + kh) * d.kernelWidth + kw) * columns + j * p
-                        let span = plan.validColumns(kw: kw)
-                        guard span.lowerBound < span.upperBound else { continue }
-                        let columnOffset = kw * d.dilationWidth - d.paddingWidth
-                        for outRow in 0..<oh {
-                            let ih = outRow * d.strideHeight - d.paddingHeight + kh * d.dilationHeight
-                            guard ih >= 0, ih < h else { continue }
-                            let source = row + outRow * ow
-                            let line = target + ih * w + columnOffset
-                            if d.strideWidth == 1 {
-                                for o in span { line[o] += source[o] }
-                            } else {
-                                let sw = d.strideWidth
-                                for o in span { line[o * sw] += source[o] }
-                            }
-                        }
+                col2imPlane(col + c * taps * pitch + j * p, dx + ((first + j) * d.inputChannels + c) * planeSize,
+                            pitch: pitch, d, plan)
+            }
+        }
+    }
+
+    /// gathered[m, j·P + p] = dy[first + j, g·Mg + m, p] for j < count.
+    private func gather(_ dy: UnsafeMutablePointer<Float>, _ gathered: UnsafeMutablePointer<Float>,
+                        _ d: Conv2DDescriptor, first: Int, count: Int, group: Int, parallel: Bool) {
+        let (mg, p) = (d.outputChannelsPerGroup, d.outputHeight * d.outputWidth)
+        let pitch = count * p
+        let body: (Int, Int) -> Void = { start, end in
+            for plane in start..<end {
+                let (j, m) = plane.quotientAndRemainder(dividingBy: mg)
+                (gathered + m * pitch + j * p).update(from: dy + ((first + j) * d.outputChannels + group * mg + m) * p,
+                                                      count: p)
+            }
+        }
+        if parallel {
+            parallelRanges(count: count * mg, minimumChunk: max(1, ParallelGrain.cheap / p), body)
+        } else {
+            body(0, count * mg)
+        }
+    }
+}
+
+/// im2col of one input plane: rows[(kh·kW + kw)·pitch + oh·oW + ow] = plane[ih, iw], 0 outside the plane.
+@inline(__always)
+private func im2colPlane(_ plane: UnsafeMutablePointer<Float>, _ rows: UnsafeMutablePointer<Float>, pitch: Int,
+                         _ d: Conv2DDescriptor, _ plan: ConvolutionPlan) {
+    let (height, width, outputHeight, outputWidth) = (d.inputHeight, d.inputWidth, d.outputHeight, d.outputWidth)
+    let (strideHeight, strideWidth) = (d.strideHeight, d.strideWidth)
+    let planeSize = height * width
+    for kh in 0..<d.kernelHeight {
+        let rowRange = plan.validRows(kh: kh)
+        let rowOffset = kh * d.dilationHeight - d.paddingHeight
+        for kw in 0..<d.kernelWidth {
+            let target = rows + (kh * d.kernelWidth + kw) * pitch
+            let span = plan.validColumns(kw: kw)
+            let columnOffset = kw * d.dilationWidth - d.paddingWidth
+            guard !rowRange.isEmpty, !span.isEmpty else {
+                target.update(repeating: 0, count: outputHeight * outputWidth)
+                continue
+            }
+            let (low, high) = (span.lowerBound, span.upperBound)
+            target.update(repeating: 0, count: rowRange.lowerBound * outputWidth)
+            (target + rowRange.upperBound * outputWidth)
+                .update(repeating: 0, count: (outputHeight - rowRange.upperBound) * outputWidth)
+            if plan.contiguousRows {
+                // Stride 1 and oW = W: output position t reads plane[t + shift] on every valid row, so the valid
+                // rows are one block copy (clipped to the plane) whose padding columns are then zeroed.
+                let (start, end) = (rowRange.lowerBound * outputWidth, rowRange.upperBound * outputWidth)
+                let shift = rowOffset * width + columnOffset
+                let copyStart = max(start, -shift), copyEnd = max(copyStart, min(end, planeSize - shift))
+                (target + start).update(repeating: 0, count: copyStart - start)
+                (target + copyStart).update(from: plane + copyStart + shift, count: copyEnd - copyStart)
+                (target + copyEnd).update(repeating: 0, count: end - copyEnd)
+                if low > 0 || high < outputWidth {
+                    for outputRow in rowRange {
+                        let line = target + outputRow * outputWidth
+                        var o = 0
+                        while o < low { line[o] = 0; o += 1 }
+                        o = high
+                        while o < outputWidth { line[o] = 0; o += 1 }
                     }
                 }
-            }
-        }
-    }
-
-    /// y[first + j, g·Mg + m, p] = product[m, j·P + p] + bias[m] for j < count; when `product` already is
-    /// y's slice (one batch element, GEMM written in place) only the bias is added.
-    private func scatter(_ product: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                         bias: UnsafeMutablePointer<Float>?, _ d: Conv2DDescriptor, first: Int, count: Int, group: Int) {
-        let (mg, p) = (d.outputChannelsPerGroup, d.outputHeight * d.outputWidth)
-        let columns = count * p
-        let inPlace = product == y + (first * d.outputChannels + group * mg) * p
-        if inPlace && bias == nil { return }
-        parallelRanges(count: count * mg, minimumChunk: max(1, ParallelGrain.cheap / p)) { start, end in
-            for plane in start..<end {
-                let (j, m) = plane.quotientAndRemainder(dividingBy: mg)
-                let source = product + m * columns + j * p
-                let target = y + ((first + j) * d.outputChannels + group * mg + m) * p
-                if inPlace {
-                    if let bias { let value = bias[m]; for index in 0..<p { target[index] += value } }
-                } else if let bias {
-                    let value = bias[m]
-                    for index in 0..<p { target[index] = source[index] + value }
-                } else {
-                    target.update(from: source, count: p)
+            } else {
+                for outputRow in rowRange {
+                    let line = target + outputRow * outputWidth
+                    let source = plane + (outputRow * strideHeight + rowOffset) * width + columnOffset
+                    var o = 0
+                    while o < low { line[o] = 0; o += 1 }
+                    if strideWidth == 1 {
+                        while o < high { line[o] = source[o]; o += 1 }
+                    } else {
+                        while o < high { line[o] = source[o * strideWidth]; o += 1 }
+                    }
+                    while o < outputWidth { line[o] = 0; o += 1 }
                 }
-            }
-        }
-    }
-
-    /// gathered[m, j·P + p] = dy[first + j, g·Mg + m, p] for j < count (the inverse of `scatter`).
-    private func gather(_ dy: UnsafeMutablePointer<Float>, _ gathered: UnsafeMutablePointer<Float>,
-                        _ d: Conv2DDescriptor, first: Int, count: Int, group: Int) {
-        let (mg, p) = (d.outputChannelsPerGroup, d.outputHeight * d.outputWidth)
-        let columns = count * p
-        if count == 1 {
-            gathered.update(from: dy + (first * d.outputChannels + group * mg) * p, count: mg * p)
-            return
-        }
-        parallelRanges(count: count * mg, minimumChunk: max(1, ParallelGrain.cheap / p)) { start, end in
-            for plane in start..<end {
-                let (j, m) = plane.quotientAndRemainder(dividingBy: mg)
-                (gathered + m * columns + j * p).update(from: dy + ((first + j) * d.outputChannels + group * mg + m) * p,
-                                                        count: p)
             }
         }
     }
 }
 
-/// How the CPU fast path splits a convolution: batch chunks of `chunk` elements whose column matrix
-/// stays under `maximumColumnElements`, and the output columns each kernel column kw can fill.
-struct ConvolutionPlan {
-    /// Column-matrix budget: 8 Mi floats (32 MiB), large enough for one big GEMM per group on the
-    /// usual layer sizes, small enough to stay in memory comfortably.
-    static let maximumColumnElements = 8 << 20
+/// col2im of one input plane: zeroes it, then adds every column entry that `im2colPlane` would copy from
+/// (ih, iw) back into it, tap by tap and row by row.
+@inline(__always)
+private func col2imPlane(_ rows: UnsafeMutablePointer<Float>, _ plane: UnsafeMutablePointer<Float>, pitch: Int,
+                         _ d: Conv2DDescriptor, _ plan: ConvolutionPlan) {
+    let (width, outputWidth) = (d.inputWidth, d.outputWidth)
+    let (strideHeight, strideWidth) = (d.strideHeight, d.strideWidth)
+    plane.update(repeating: 0, count: d.inputHeight * width)
+    for kh in 0..<d.kernelHeight {
+        let rowRange = plan.validRows(kh: kh)
+        let rowOffset = kh * d.dilationHeight - d.paddingHeight
+        for kw in 0..<d.kernelWidth {
+            let source = rows + (kh * d.kernelWidth + kw) * pitch
+            let span = plan.validColumns(kw: kw)
+            let columnOffset = kw * d.dilationWidth - d.paddingWidth
+            let (low, high) = (span.lowerBound, span.upperBound)
+            for outputRow in rowRange {
+                let line = source + outputRow * outputWidth
+                let target = plane + (outputRow * strideHeight + rowOffset) * width + columnOffset
+                var o = low
+                if strideWidth == 1 {
+                    while o < high { target[o] += line[o]; o += 1 }
+                } else {
+                    while o < high { target[o * strideWidth] += line[o]; o += 1 }
+                }
+            }
+        }
+    }
+}
 
+/// How the CPU fast path splits a convolution: how many batch-split workers, batch chunks of `chunk`
+/// elements whose column matrix stays within budget, and the output rows/columns each tap can fill.
+struct ConvolutionPlan {
+    /// Column-matrix budget with one worker: 8 Mi floats (32 MiB), large enough for one big GEMM per group
+    /// on the usual layer sizes, small enough to stay in memory comfortably.
+    static let maximumColumnElements = 8 << 20
+    /// Column-matrix budget of each batch-split worker: 256 Ki floats (1 MiB), so that a chunk's column
+    /// matrix stays in the core's L2 cache between im2col and the GEMM.
+    static let workerColumnElements = 256 << 10
+
+    /// Batch-split workers (1: chunks in order, work split inside each op).
+    let workers: Int
+    /// Batch elements per chunk.
     let chunk: Int
     /// K = Cg·kH·kW: the GEMM depth of the forward pass.
     let depth: Int
@@ -267,37 +378,65 @@ struct ConvolutionPlan {
     let positions: Int
     /// A 1×1 kernel with stride 1 and no padding reads x directly (one batch element per GEMM).
     let needsColumns: Bool
+    /// Stride 1 and oW = W: each tap's valid rows are one contiguous run of the input plane.
+    let contiguousRows: Bool
+    /// Column-matrix elements of one worker.
     let columnCount: Int
-    let productCount: Int
-    private let ranges: [Range<Int>]
+    private let rowRanges: [Range<Int>]
+    private let columnRanges: [Range<Int>]
 
-    /// - Parameter columnBudget: the most elements of the column matrix (tests pass small values to force chunking).
-    init(_ d: Conv2DDescriptor, op: String, columnBudget: Int = ConvolutionPlan.maximumColumnElements) throws {
+    /// - Parameters:
+    ///   - columnBudget: the most elements of a chunk's column matrix (tests pass small values to force chunking).
+    ///   - threads: the cores available.
+    ///   - workers: forces the worker count (clamped to 1…batch); nil uses `threads` workers when the batch
+    ///     has at least that many elements, else one.
+    init(_ d: Conv2DDescriptor, op: String, columnBudget: Int = ConvolutionPlan.maximumColumnElements,
+         threads: Int = 1, workers forced: Int? = nil) throws {
         if let problem = d.problem { throw TensorError.invalidArgument(op: op, reason: "\(d): \(problem)") }
         depth = d.inputChannelsPerGroup * d.kernelHeight * d.kernelWidth
         positions = d.outputHeight * d.outputWidth
         needsColumns = !(d.kernelHeight == 1 && d.kernelWidth == 1 && d.strideHeight == 1 && d.strideWidth == 1
                          && d.paddingHeight == 0 && d.paddingWidth == 0)
+        contiguousRows = d.strideHeight == 1 && d.strideWidth == 1 && d.outputWidth == d.inputWidth
+        if let forced {
+            workers = max(1, min(forced, d.batch))
+        } else if threads > 1 && d.batch >= threads {
+            workers = threads
+        } else {
+            workers = 1
+        }
         let perElement = d.inputChannels * d.kernelHeight * d.kernelWidth * positions
-        chunk = needsColumns ? max(1, min(d.batch, columnBudget / max(perElement, 1))) : 1
+        // Several workers: at least four chunks each, so that they finish together.
+        let perWorker = workers > 1 ? (d.batch + 4 * workers - 1) / (4 * workers) : d.batch
+        let budget = workers > 1 ? min(columnBudget, ConvolutionPlan.workerColumnElements) : columnBudget
+        chunk = needsColumns ? max(1, min(perWorker, budget / max(perElement, 1))) : 1
         columnCount = needsColumns ? perElement * chunk : 0
-        productCount = d.outputChannelsPerGroup * positions * chunk
         guard [depth, positions * chunk, d.outputChannelsPerGroup].allSatisfy({ $0 <= Int(Int32.max) }) else {
             throw TensorError.invalidArgument(op: op, reason: "\(d): a GEMM extent exceeds the 32-bit range of BLAS")
         }
-        // Output columns ow with 0 ≤ ow·sW − pW + kw·dW < inputWidth, for each kw.
-        ranges = (0..<d.kernelWidth).map { kw in
-            let offset = kw * d.dilationWidth - d.paddingWidth
-            // smallest ow with ow·sW + offset ≥ 0, and the end where ow·sW + offset ≥ inputWidth
-            let lower = offset >= 0 ? 0 : (-offset + d.strideWidth - 1) / d.strideWidth
-            let upperLimit = d.inputWidth - offset   // ow·sW < upperLimit
-            let upper = upperLimit <= 0 ? 0 : (upperLimit + d.strideWidth - 1) / d.strideWidth
-            let clampedLower = min(lower, d.outputWidth), clampedUpper = min(max(upper, clampedLower), d.outputWidth)
-            return clampedLower..<clampedUpper
+        // Output rows oh with 0 ≤ oh·sH − pH + kh·dH < inputHeight for each kh; likewise columns for each kw.
+        rowRanges = (0..<d.kernelHeight).map {
+            ConvolutionPlan.validOutputs(offset: $0 * d.dilationHeight - d.paddingHeight, stride: d.strideHeight,
+                                         input: d.inputHeight, output: d.outputHeight)
+        }
+        columnRanges = (0..<d.kernelWidth).map {
+            ConvolutionPlan.validOutputs(offset: $0 * d.dilationWidth - d.paddingWidth, stride: d.strideWidth,
+                                         input: d.inputWidth, output: d.outputWidth)
         }
     }
 
-    func validColumns(kw: Int) -> Range<Int> { ranges[kw] }
+    /// The outputs o < output with 0 ≤ o·stride + offset < input.
+    private static func validOutputs(offset: Int, stride: Int, input: Int, output: Int) -> Range<Int> {
+        // smallest o with o·stride + offset ≥ 0, and the end where o·stride + offset ≥ input
+        let lower = offset >= 0 ? 0 : (-offset + stride - 1) / stride
+        let upperLimit = input - offset   // o·stride < upperLimit
+        let upper = upperLimit <= 0 ? 0 : (upperLimit + stride - 1) / stride
+        let clampedLower = min(lower, output)
+        return clampedLower..<min(max(upper, clampedLower), output)
+    }
+
+    func validRows(kh: Int) -> Range<Int> { rowRanges[kh] }
+    func validColumns(kw: Int) -> Range<Int> { columnRanges[kw] }
 }
 
 // MARK: - Reference

@@ -93,6 +93,67 @@ final class ConvTests: CPUTestCase {
                          "chunked backward weight")
     }
 
+    /// The batch-split path (several workers taking chunks from a shared counter, single-threaded BLAS) against
+    /// the references, with column budgets that force one element per chunk, a few, and the default: the
+    /// "same" stride-1 convolution (contiguous-rows im2col, also dilated), the DCGAN 4×4 stride-2 geometry,
+    /// 1×1 kernels, groups and odd batch sizes (uneven last chunk).
+    func testBatchSplitWorkersMatchReference() throws {
+        let shapes = ConvTests.grid + [
+            Conv2DDescriptor(batch: 7, inputChannels: 3, inputHeight: 9, inputWidth: 11, outputChannels: 5,
+                             kernelHeight: 3, kernelWidth: 3, paddingHeight: 1, paddingWidth: 1),
+            Conv2DDescriptor(batch: 5, inputChannels: 2, inputHeight: 10, inputWidth: 9, outputChannels: 3,
+                             kernelHeight: 3, kernelWidth: 3, paddingHeight: 2, paddingWidth: 2,
+                             dilationHeight: 2, dilationWidth: 2),
+            Conv2DDescriptor(batch: 6, inputChannels: 4, inputHeight: 10, inputWidth: 10, outputChannels: 6,
+                             kernelHeight: 4, kernelWidth: 4, strideHeight: 2, strideWidth: 2,
+                             paddingHeight: 1, paddingWidth: 1),
+            Conv2DDescriptor(batch: 5, inputChannels: 6, inputHeight: 5, inputWidth: 7, outputChannels: 4,
+                             kernelHeight: 3, kernelWidth: 3, paddingHeight: 1, paddingWidth: 1, groups: 2),
+        ]
+        for d in shapes {
+            let perElement = d.inputChannels * d.kernelHeight * d.kernelWidth * d.outputHeight * d.outputWidth
+            for (workers, budget) in [(2, 1), (3, 2 * perElement + 1), (2, ConvolutionPlan.maximumColumnElements)] {
+                let plan = try ConvolutionPlan(d, op: "test", columnBudget: budget, threads: 1, workers: workers)
+                XCTAssertEqual(plan.workers, min(workers, d.batch), context("workers \(d)"))
+                let x = uniform(d.inputCount), w = uniform(d.weightCount), dy = uniform(d.outputCount)
+                let bias = uniform(d.outputChannels)
+                let y = try poisoned(d.outputCount), dx = try poisoned(d.inputCount), dw = try poisoned(d.weightCount)
+                try backend.conv2D(try buffer(x), try buffer(w), try buffer(bias), y, descriptor: d,
+                                   columnBudget: budget, workers: workers)
+                try backend.conv2DBackwardData(try buffer(dy), try buffer(w), dx, descriptor: d,
+                                               columnBudget: budget, workers: workers)
+                try backend.conv2DBackwardWeight(try buffer(x), try buffer(dy), dw, descriptor: d,
+                                                 columnBudget: budget, workers: workers)
+                let label = "\(workers) workers, chunk \(plan.chunk), \(d)"
+                try assertWithin(try read(y), CPUBackend.referenceConv2D(x, w, bias, descriptor: d),
+                                 scale: CPUBackend.referenceConv2D(x.map(abs), w.map(abs), bias.map(abs), descriptor: d),
+                                 "split forward \(label)")
+                try assertWithin(try read(dx), CPUBackend.referenceConv2DBackwardData(dy, w, descriptor: d),
+                                 scale: CPUBackend.referenceConv2DBackwardData(dy.map(abs), w.map(abs), descriptor: d),
+                                 "split backward data \(label)")
+                try assertWithin(try read(dw), CPUBackend.referenceConv2DBackwardWeight(x, dy, descriptor: d),
+                                 scale: CPUBackend.referenceConv2DBackwardWeight(x.map(abs), dy.map(abs), descriptor: d),
+                                 "split backward weight \(label)")
+            }
+        }
+    }
+
+    /// The plan splits the batch over the cores only when every core gets an element, and then keeps chunks
+    /// within a worker's cache budget and at most a quarter of a worker's share of the batch.
+    func testPlanSplitsLargeBatches() throws {
+        let d = Conv2DDescriptor(batch: 64, inputChannels: 32, inputHeight: 14, inputWidth: 14, outputChannels: 64,
+                                 kernelHeight: 3, kernelWidth: 3, paddingHeight: 1, paddingWidth: 1)
+        let plan = try ConvolutionPlan(d, op: "test", threads: 2)
+        XCTAssertEqual(plan.workers, 2)
+        XCTAssertTrue(plan.contiguousRows)
+        XCTAssertLessThanOrEqual(plan.columnCount, ConvolutionPlan.workerColumnElements)
+        XCTAssertLessThanOrEqual(plan.chunk, 8)
+        var single = d
+        single.batch = 1
+        XCTAssertEqual(try ConvolutionPlan(single, op: "test", threads: 2).workers, 1)
+        XCTAssertEqual(try ConvolutionPlan(d, op: "test", threads: 1).workers, 1)
+    }
+
     /// x = [[1, 2, 3], [4, 5, 6], [7, 8, 9]], w = [[1, 0], [0, −1]], bias 0.5, no padding:
     /// y[i, j] = x[i, j] − x[i + 1, j + 1] + 0.5 = −3.5 everywhere; dx for dy = ones is +1 where only
     /// w[0, 0] reaches and −1 where only w[1, 1] does; dw for dy = [[1, 0], [0, 2]] is x[kh, kw] + 2·x[kh + 1, kw + 1].
