@@ -125,3 +125,40 @@ final class ImageFamilyTests: XCTestCase {
         }
     }
 }
+
+/// Bad input to the image layers: one clear error naming the layer and the shapes.
+final class ImageLayerErrorTests: XCTestCase {
+    func testErrorsNameTheLayerAndTheShapes() throws {
+        let conv = try Conv2D(inputChannels: 3, outputChannels: 8, kernelSize: 3, padding: 1)
+        // Channel mismatch.
+        XCTAssertThrowsError(try conv(Tensor.zeros([2, 1, 8, 8], on: .cpu))) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("Conv2D(3→8, 3×3") && text.contains("[2, 1, 8, 8]"), text)
+        }
+        // Kernel larger than the padded input.
+        let wide = try Conv2D(inputChannels: 1, outputChannels: 2, kernelSize: 7)
+        XCTAssertThrowsError(try wide(Tensor.zeros([1, 1, 5, 5], on: .cpu))) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("Conv2D(1→2, 7×7") && text.contains("does not fit") && text.contains("[1, 1, 5, 5]"), text)
+        }
+        // Not an image.
+        XCTAssertThrowsError(try conv(Tensor.zeros([2, 3, 8], on: .cpu))) { XCTAssertTrue("\($0)".contains("NCHW"), "\($0)") }
+        // Zero or negative stride, negative padding.
+        XCTAssertThrowsError(try Conv2D(inputChannels: 1, outputChannels: 2, kernelSize: 3, stride: 0)) {
+            XCTAssertTrue("\($0)".contains("stride must be positive"), "\($0)")
+        }
+        XCTAssertThrowsError(try ConvTranspose2D(inputChannels: 1, outputChannels: 2, kernelSize: 3, stride: -1)) {
+            XCTAssertTrue("\($0)".contains("ConvTranspose2D") && "\($0)".contains("stride"), "\($0)")
+        }
+        XCTAssertThrowsError(try Conv2D(inputChannels: 1, outputChannels: 2, kernelSize: 3, padding: -1))
+        XCTAssertThrowsError(try MaxPool2D(kernelSize: 3)(Tensor.zeros([1, 1, 2, 2], on: .cpu))) {
+            XCTAssertTrue("\($0)".contains("MaxPool2D(3×3") && "\($0)".contains("[1, 1, 2, 2]"), "\($0)")
+        }
+        XCTAssertThrowsError(try MaxPool2D(kernelSize: 2, stride: 0)(Tensor.zeros([1, 1, 4, 4], on: .cpu))) {
+            XCTAssertTrue("\($0)".contains("stride"), "\($0)")
+        }
+        XCTAssertThrowsError(try BatchNorm(channels: 4)(Tensor.zeros([2, 3, 4, 4], on: .cpu))) {
+            XCTAssertTrue("\($0)".contains("BatchNorm(4)"), "\($0)")
+        }
+    }
+}

@@ -15,6 +15,7 @@ public final class Conv2D: Layer {
               inputChannels % groups == 0, outputChannels % groups == 0 else {
             throw TensorError.invalidArgument(op: "Conv2D", reason: "channels \(inputChannels)→\(outputChannels), kernel \(kernelSize) and groups \(groups) must be positive, with groups dividing both channel counts")
         }
+        try validateGeometry("Conv2D(\(inputChannels)→\(outputChannels))", stride: stride, padding: padding, dilation: dilation)
         let fanIn = inputChannels / groups * kernelSize * kernelSize
         let bound = 1 / Float(fanIn).squareRoot()
         weight = Parameter(try Tensor.uniform([outputChannels, inputChannels / groups, kernelSize, kernelSize],
@@ -29,9 +30,16 @@ public final class Conv2D: Layer {
         [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
     }
 
+    /// "Conv2D(1→32, 3×3, stride 1, padding 1)".
+    public var summary: String {
+        "Conv2D(\(weight.shape[1] * groups)→\(weight.shape[0]), \(weight.shape[2])×\(weight.shape[3]), stride \(stride.0), padding \(padding.0)\(dilation.0 > 1 ? ", dilation \(dilation.0)" : "")\(groups > 1 ? ", groups \(groups)" : ""))"
+    }
+
     public func callAsFunction(_ input: Tensor) throws -> Tensor {
-        try input.conv2D(weight: weight.value, bias: bias?.value, stride: stride, padding: padding,
-                         dilation: dilation, groups: groups)
+        try withLayerContext(summary, input) {
+            try input.conv2D(weight: weight.value, bias: bias?.value, stride: stride, padding: padding,
+                             dilation: dilation, groups: groups)
+        }
     }
 }
 
@@ -52,6 +60,8 @@ public final class ConvTranspose2D: Layer {
               inputChannels % groups == 0, outputChannels % groups == 0 else {
             throw TensorError.invalidArgument(op: "ConvTranspose2D", reason: "channels \(inputChannels)→\(outputChannels), kernel \(kernelSize) and groups \(groups) must be positive, with groups dividing both channel counts")
         }
+        try validateGeometry("ConvTranspose2D(\(inputChannels)→\(outputChannels))", stride: stride, padding: padding,
+                             dilation: dilation)
         // PyTorch computes fan-in from weight dimension 1: outputChannels/groups · k².
         let fanIn = outputChannels / groups * kernelSize * kernelSize
         let bound = 1 / Float(fanIn).squareRoot()
@@ -68,8 +78,36 @@ public final class ConvTranspose2D: Layer {
         [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
     }
 
+    /// "ConvTranspose2D(128→64, 4×4, stride 2, padding 1)".
+    public var summary: String {
+        "ConvTranspose2D(\(weight.shape[0])→\(weight.shape[1] * groups), \(weight.shape[2])×\(weight.shape[3]), stride \(stride.0), padding \(padding.0)\(outputPadding.0 > 0 ? ", output padding \(outputPadding.0)" : ""))"
+    }
+
     public func callAsFunction(_ input: Tensor) throws -> Tensor {
-        try input.convTranspose2D(weight: weight.value, bias: bias?.value, stride: stride, padding: padding,
-                                  outputPadding: outputPadding, dilation: dilation, groups: groups)
+        try withLayerContext(summary, input) {
+            try input.convTranspose2D(weight: weight.value, bias: bias?.value, stride: stride, padding: padding,
+                                      outputPadding: outputPadding, dilation: dilation, groups: groups)
+        }
+    }
+}
+
+/// Rejects non-positive strides and dilations and negative padding when a layer is built.
+func validateGeometry(_ layer: String, stride: Int, padding: Int, dilation: Int) throws {
+    guard stride > 0 else { throw TensorError.invalidArgument(op: layer, reason: "stride must be positive, got \(stride)") }
+    guard dilation > 0 else { throw TensorError.invalidArgument(op: layer, reason: "dilation must be positive, got \(dilation)") }
+    guard padding >= 0 else { throw TensorError.invalidArgument(op: layer, reason: "padding must be ≥ 0, got \(padding)") }
+}
+
+/// Runs a layer's op and, when it fails on the input's shape, says which layer and which input.
+func withLayerContext(_ layer: String, _ input: Tensor, _ body: () throws -> Tensor) throws -> Tensor {
+    do {
+        return try body()
+    } catch let error as TensorError {
+        switch error {
+        case .shapeMismatch, .invalidShape, .invalidArgument:
+            throw TensorError.invalidArgument(op: "\(layer) on input \(input.shape)", reason: "\(error)")
+        default:
+            throw error
+        }
     }
 }

@@ -6,7 +6,9 @@ public final class MaxPool2D: Layer {
         self.kernelSize = kernelSize; self.stride = stride ?? kernelSize; self.padding = padding
     }
     public func callAsFunction(_ input: Tensor) throws -> Tensor {
-        try input.maxPool2D(kernel: (kernelSize, kernelSize), stride: (stride, stride), padding: (padding, padding))
+        try withLayerContext("MaxPool2D(\(kernelSize)×\(kernelSize), stride \(stride), padding \(padding))", input) {
+            try input.maxPool2D(kernel: (kernelSize, kernelSize), stride: (stride, stride), padding: (padding, padding))
+        }
     }
 }
 
@@ -18,7 +20,9 @@ public final class AvgPool2D: Layer {
         self.kernelSize = kernelSize; self.stride = stride ?? kernelSize; self.padding = padding
     }
     public func callAsFunction(_ input: Tensor) throws -> Tensor {
-        try input.avgPool2D(kernel: (kernelSize, kernelSize), stride: (stride, stride), padding: (padding, padding))
+        try withLayerContext("AvgPool2D(\(kernelSize)×\(kernelSize), stride \(stride), padding \(padding))", input) {
+            try input.avgPool2D(kernel: (kernelSize, kernelSize), stride: (stride, stride), padding: (padding, padding))
+        }
     }
 }
 
