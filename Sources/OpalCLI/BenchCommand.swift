@@ -112,10 +112,10 @@ struct BenchConvCommand: ParsableCommand {
             return try printJSON(Report(device: device.name, description: device.backend.deviceDescription, rows: rows))
         }
         print("Conv2D on \(device) · median of \(bench.runs) runs after warm-up")
-        print(pad("shape", 12) + pad("pass", 16) + pad("algorithm", 15) + pad("opal ms", 11) + pad("GFLOP/s", 10)
+        print(pad("shape", 12) + pad("pass", 16) + pad("algorithm", 24) + pad("opal ms", 11) + pad("GFLOP/s", 10)
               + pad("im2col+CLBlast ms", 19) + pad("ref/opal", 10))
         for row in rows {
-            print(pad(row.shape, 12) + pad(row.pass.rawValue, 16) + pad(row.algorithm, 15)
+            print(pad(row.shape, 12) + pad(row.pass.rawValue, 16) + pad(row.algorithm, 24)
                   + pad(format(row.opal.medianMilliseconds, 3), 11) + pad(format(row.opalGigaflops, 1), 10)
                   + pad(row.reference.map { format($0.medianMilliseconds, 3) } ?? "-", 19)
                   + pad(row.speedup.map { format($0) } ?? "-", 10))

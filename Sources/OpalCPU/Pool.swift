@@ -21,9 +21,15 @@ extension CPUBackend {
         let index = try cpuBuffer(indices, op: "maxPool2D", elements: d.outputCount).ints
         let (inputPlane, outputPlane) = (d.inputHeight * d.inputWidth, d.outputHeight * d.outputWidth)
         let work = max(1, outputPlane * d.kernelHeight * d.kernelWidth)
+        let fast = d.isTwoByTwoStrideTwo
         parallelRanges(count: d.batch * d.channels, minimumChunk: max(1, ParallelGrain.cheap / work)) { start, end in
             for plane in start..<end {
-                maxPoolPlane(x + plane * inputPlane, y + plane * outputPlane, index + plane * outputPlane, d)
+                if fast {
+                    maxPool2x2Plane(x + plane * inputPlane, y + plane * outputPlane, index + plane * outputPlane,
+                                    width: d.inputWidth, outputHeight: d.outputHeight, outputWidth: d.outputWidth)
+                } else {
+                    maxPoolPlane(x + plane * inputPlane, y + plane * outputPlane, index + plane * outputPlane, d)
+                }
             }
         }
     }
@@ -37,10 +43,17 @@ extension CPUBackend {
         let index = try cpuBuffer(indices, op: "maxPool2DBackward", elements: d.outputCount).ints
         let dx = try cpuBuffer(gradInput, op: "maxPool2DBackward", elements: d.inputCount).floats
         let (inputPlane, outputPlane) = (d.inputHeight * d.inputWidth, d.outputHeight * d.outputWidth)
+        let fast = d.isTwoByTwoStrideTwo
         parallelRanges(count: d.batch * d.channels,
                        minimumChunk: max(1, ParallelGrain.cheap / max(1, inputPlane + outputPlane))) { start, end in
             for plane in start..<end {
                 let dxp = dx + plane * inputPlane, dyp = dy + plane * outputPlane, ip = index + plane * outputPlane
+                // The fast path handles indices inside their own window (all that maxPool2D produces); a plane
+                // with any other index is redone by the general scatter.
+                if fast && maxPool2x2BackwardPlane(dyp, ip, dxp, height: d.inputHeight, width: d.inputWidth,
+                                                   outputHeight: d.outputHeight, outputWidth: d.outputWidth) {
+                    continue
+                }
                 dxp.update(repeating: 0, count: inputPlane)
                 for o in 0..<outputPlane {
                     let p = Int(ip[o])
@@ -131,6 +144,136 @@ private func maxPoolPlane(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePo
     }
 }
 
+/// `maxPoolPlane` for a 2×2 window with stride 2 and no padding, four outputs at a time: two SIMD8 loads
+/// (one per input row) hold four windows, split into their even and odd columns; a branch-free tournament
+/// (left against right in each row, then top against bottom) keeps the first maximum in row-major order
+/// because a later candidate replaces the best only when it is strictly better (greater, or a NaN against a
+/// non-NaN). A row whose width is not a multiple of four ends with a group that overlaps the previous one
+/// (the overlapped outputs are written twice with the same values); rows narrower than four outputs take
+/// the scalar form of the same tournament.
+@inline(__always)
+private func maxPool2x2Plane(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                             _ index: UnsafeMutablePointer<Int32>, width: Int, outputHeight: Int, outputWidth: Int) {
+    let columns = SIMD4<Int32>(0, 2, 4, 6)
+    let below = Int32(truncatingIfNeeded: width)
+    var oh = 0
+    while oh < outputHeight {
+        let top = x + 2 * oh * width
+        let rowOutput = y + oh * outputWidth, rowIndex = index + oh * outputWidth
+        let topIndex = Int32(truncatingIfNeeded: 2 * oh * width)
+        if outputWidth >= 4 {
+            var ow = 0
+            while ow < outputWidth {
+                let start = min(ow, outputWidth - 4)
+                let upper = UnsafeRawPointer(top + 2 * start).loadUnaligned(as: SIMD8<Float>.self)
+                let lower = UnsafeRawPointer(top + width + 2 * start).loadUnaligned(as: SIMD8<Float>.self)
+                let base = SIMD4<Int32>(repeating: topIndex &+ Int32(truncatingIfNeeded: 2 * start)) &+ columns
+                var (best, bestIndex) = (upper.evenHalf, base)
+                var take = strictlyBetter(upper.oddHalf, than: best)
+                best.replace(with: upper.oddHalf, where: take)
+                bestIndex.replace(with: base &+ 1, where: take)
+                var (second, secondIndex) = (lower.evenHalf, base &+ below)
+                take = strictlyBetter(lower.oddHalf, than: second)
+                second.replace(with: lower.oddHalf, where: take)
+                secondIndex.replace(with: base &+ (below &+ 1), where: take)
+                take = strictlyBetter(second, than: best)
+                best.replace(with: second, where: take)
+                bestIndex.replace(with: secondIndex, where: take)
+                UnsafeMutableRawPointer(rowOutput + start).storeBytes(of: best, as: SIMD4<Float>.self)
+                UnsafeMutableRawPointer(rowIndex + start).storeBytes(of: bestIndex, as: SIMD4<Int32>.self)
+                ow += 4
+            }
+        } else {
+            for ow in 0..<outputWidth {
+                let position = 2 * oh * width + 2 * ow
+                var (best, bestIndex) = (x[position], position)
+                if strictlyBetter(x[position + 1], than: best) { (best, bestIndex) = (x[position + 1], position + 1) }
+                var (second, secondIndex) = (x[position + width], position + width)
+                if strictlyBetter(x[position + width + 1], than: second) {
+                    (second, secondIndex) = (x[position + width + 1], position + width + 1)
+                }
+                if strictlyBetter(second, than: best) { (best, bestIndex) = (second, secondIndex) }
+                rowOutput[ow] = best
+                rowIndex[ow] = Int32(truncatingIfNeeded: bestIndex)
+            }
+        }
+        oh += 1
+    }
+}
+
+/// A later window element replaces the current best: greater, or a NaN where the best is not one.
+@inline(__always)
+private func strictlyBetter(_ value: SIMD4<Float>, than best: SIMD4<Float>) -> SIMDMask<SIMD4<Int32>> {
+    (value .> best) .| ((value .!= value) .& (best .== best))
+}
+
+@inline(__always)
+private func strictlyBetter(_ value: Float, than best: Float) -> Bool {
+    value > best || (value.isNaN && !best.isNaN)
+}
+
+/// The backward pass of `maxPool2x2Plane`: the windows do not overlap, so each input element is written
+/// once, `dx = dy` of its window where the window's index points at it and 0 elsewhere (the column and row
+/// that no window covers, at an odd width or height, are zeroed), with no zeroing pass and no scatter.
+/// Returns false, with dx partly written, when some index lies outside its own window (then the caller
+/// runs the general scatter on the plane).
+@inline(__always)
+private func maxPool2x2BackwardPlane(_ dy: UnsafeMutablePointer<Float>, _ index: UnsafeMutablePointer<Int32>,
+                                     _ dx: UnsafeMutablePointer<Float>, height: Int, width: Int,
+                                     outputHeight: Int, outputWidth: Int) -> Bool {
+    let columns = SIMD4<Int32>(0, 2, 4, 6)
+    let below = Int32(truncatingIfNeeded: width)
+    let zero = SIMD4<Float>()
+    var inside = SIMDMask<SIMD4<Int32>>(repeating: true)
+    var scalarInside = true
+    var oh = 0
+    while oh < outputHeight {
+        let top = dx + 2 * oh * width
+        let rowGradient = dy + oh * outputWidth, rowIndex = index + oh * outputWidth
+        let topIndex = Int32(truncatingIfNeeded: 2 * oh * width)
+        if outputWidth >= 4 {
+            var ow = 0
+            while ow < outputWidth {
+                let start = min(ow, outputWidth - 4)
+                let gradient = UnsafeRawPointer(rowGradient + start).loadUnaligned(as: SIMD4<Float>.self)
+                let selected = UnsafeRawPointer(rowIndex + start).loadUnaligned(as: SIMD4<Int32>.self)
+                let base = SIMD4<Int32>(repeating: topIndex &+ Int32(truncatingIfNeeded: 2 * start)) &+ columns
+                let (m0, m1) = (selected .== base, selected .== base &+ 1)
+                let (m2, m3) = (selected .== base &+ below, selected .== base &+ (below &+ 1))
+                inside = inside .& (m0 .| m1 .| m2 .| m3)
+                var upper = SIMD8<Float>(), lower = SIMD8<Float>()
+                upper.evenHalf = zero.replacing(with: gradient, where: m0)
+                upper.oddHalf = zero.replacing(with: gradient, where: m1)
+                lower.evenHalf = zero.replacing(with: gradient, where: m2)
+                lower.oddHalf = zero.replacing(with: gradient, where: m3)
+                UnsafeMutableRawPointer(top + 2 * start).storeBytes(of: upper, as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(top + width + 2 * start).storeBytes(of: lower, as: SIMD8<Float>.self)
+                ow += 4
+            }
+        } else {
+            for ow in 0..<outputWidth {
+                let position = 2 * oh * width + 2 * ow
+                let (gradient, selected) = (rowGradient[ow], Int(rowIndex[ow]))
+                dx[position] = selected == position ? gradient : 0
+                dx[position + 1] = selected == position + 1 ? gradient : 0
+                dx[position + width] = selected == position + width ? gradient : 0
+                dx[position + width + 1] = selected == position + width + 1 ? gradient : 0
+                scalarInside = scalarInside && (selected == position || selected == position + 1
+                    || selected == position + width || selected == position + width + 1)
+            }
+        }
+        if width > 2 * outputWidth {   // odd width: the last column of both rows
+            top[width - 1] = 0
+            top[2 * width - 1] = 0
+        }
+        oh += 1
+    }
+    if height > 2 * outputHeight {   // odd height: the last row
+        (dx + 2 * outputHeight * width).update(repeating: 0, count: width)
+    }
+    return scalarInside && all(inside)
+}
+
 /// Average pooling of one plane (see `avgPool2D`), written like `maxPoolPlane`.
 @inline(__always)
 private func avgPoolPlane(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ d: Pool2DDescriptor,
@@ -187,6 +330,12 @@ private func avgPoolBackwardPlane(_ dy: UnsafeMutablePointer<Float>, _ dx: Unsaf
 }
 
 extension Pool2DDescriptor {
+    /// A 2×2 window with stride 2 and no padding: the case of `maxPool2x2Plane`.
+    var isTwoByTwoStrideTwo: Bool {
+        kernelHeight == 2 && kernelWidth == 2 && strideHeight == 2 && strideWidth == 2
+            && paddingHeight == 0 && paddingWidth == 0
+    }
+
     /// Throws `TensorError.invalidArgument` naming `op` when the geometry is invalid.
     func validate(_ op: String) throws {
         if let problem { throw TensorError.invalidArgument(op: op, reason: "\(problem) (\(self))") }
