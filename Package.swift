@@ -36,7 +36,7 @@ let package = Package(
         .target(name: "OpalBenchmarks", dependencies: ["Opal", "OpalCPU", "OpalOpenCL", "OpenCLKit"],
                 path: "Benchmarks/OpalBenchmarks"),
         .executableTarget(name: "OpalCLI", dependencies: [
-            "Opal", "OpalBenchmarks",
+            "Opal", "OpalBenchmarks", "OpalCPU",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -44,7 +44,7 @@ let package = Package(
         .testTarget(name: "OpalCoreTests", dependencies: ["OpalCore", "OpalCPU"]),
         .testTarget(name: "OpalCPUTests", dependencies: ["OpalCore", "OpalCPU"]),
         .testTarget(name: "OpalOpenCLTests", dependencies: ["OpalCore", "OpalCPU", "OpalOpenCL", "OpenCLKit"]),
-        .testTarget(name: "OpalTests", dependencies: ["Opal"]),
+        .testTarget(name: "OpalTests", dependencies: ["Opal", "OpalOpenCL"]),
         .testTarget(name: "OpalCLITests", dependencies: ["OpalCLI"]),
     ],
     swiftLanguageModes: [.v6]

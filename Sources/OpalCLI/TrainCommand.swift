@@ -1,13 +1,20 @@
 import ArgumentParser
+import Dispatch
 import Foundation
 import Opal
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// `opal train <family>`.
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train", abstract: "Train a model on real data and report test metrics.",
         subcommands: [TrainMLPCommand.self, TrainCNNCommand.self, TrainAutoencoderCommand.self, TrainVAECommand.self,
-                      TrainGANCommand.self])
+                      TrainGANCommand.self] + recurrentTrainCommands)
 }
 
 /// Options shared by the classifier trainers.
@@ -42,6 +49,13 @@ struct ClassifierOptions: ParsableArguments {
     @Option(help: "Where to write the trained model (safetensors).")
     var checkpoint: String?
 
+    @Option(name: .customLong("checkpoint-every"),
+            help: "Save the training state (weights, optimizer, position) to the checkpoint file every N steps.")
+    var checkpointEvery: Int?
+
+    @Option(help: "Resume training exactly from a training-state checkpoint (written by --checkpoint-every or Ctrl-C).")
+    var resume: String?
+
     @Flag(name: .customLong("no-progress"), help: "Do not draw progress bars.")
     var noProgress = false
 
@@ -58,6 +72,9 @@ struct ClassifierOptions: ParsableArguments {
         guard LearningRateSchedule(rawValue: schedule) != nil else {
             throw ValidationError("unknown schedule '\(schedule)': choose cosine or constant")
         }
+        if let checkpointEvery, checkpointEvery <= 0 {
+            throw ValidationError("--checkpoint-every must be positive, got \(checkpointEvery)")
+        }
         guard patience >= 0 else { throw ValidationError("--patience must be ≥ 0, got \(patience)") }
         guard validationFraction > 0, validationFraction < 1 else {
             throw ValidationError("--validation-fraction must lie in (0, 1), got \(validationFraction)")
@@ -72,8 +89,13 @@ struct ClassifierOptions: ParsableArguments {
         options.patience = patience == 0 ? nil : patience
         options.schedule = LearningRateSchedule(rawValue: schedule) ?? .cosine
         options.showProgress = !noProgress
+        options.checkpointEvery = checkpointEvery
         return options
     }
+
+    /// Where training-state checkpoints and the final model go: `--checkpoint`, else the `--resume`
+    /// file, else `fallback`.
+    func checkpointPath(fallback: String) -> String { checkpoint ?? resume ?? fallback }
 
     /// Loads the training, validation and test splits.
     func loadData() throws -> (training: LabeledDataset, validation: LabeledDataset, test: LabeledDataset) {
@@ -128,13 +150,16 @@ struct TrainMLPCommand: ParsableCommand {
         let model = try makeMLP(inputSize: data.training.featureCount, hiddenSizes: parsedHiddenSizes ?? [],
                                 outputSize: data.training.classCount, dropout: dropout)
         print("model: MLP \(([data.training.featureCount] + (parsedHiddenSizes ?? []) + [data.training.classCount]).map(String.init).joined(separator: "-")) · \(model.parameterCount) parameters")
-        let trainer = try ClassifierTrainer(model: model, device: device, options: options.trainingOptions(defaultEpochs: 10, defaultBatchSize: 128, defaultLearningRate: 1e-3))
-        _ = try trainer.fit(training: data.training, validation: data.validation)
+        let path = options.checkpointPath(fallback: "runs/mlp.safetensors")
+        let description = ["opal.model": "mlp", "opal.hidden_sizes": hiddenSizes, "opal.dataset": data.training.name]
+        var trainingOptions = options.trainingOptions(defaultEpochs: 10, defaultBatchSize: 128, defaultLearningRate: 1e-3)
+        trainingOptions.checkpointURL = URL(fileURLWithPath: path)
+        trainingOptions.checkpointMetadata = description
+        let trainer = try ClassifierTrainer(model: model, device: device, options: trainingOptions)
+        try fitInterruptibly(trainer, data: data, resume: options.resume)
         let test = try trainer.evaluate(data.test)
         printTestReport(test)
-        try saveCheckpoint(model, to: options.checkpoint ?? "runs/mlp.safetensors", metadata: [
-            "opal.model": "mlp", "opal.hidden_sizes": hiddenSizes, "opal.dataset": data.training.name,
-            "opal.test_accuracy": String(test.report.accuracy)])
+        try saveCheckpoint(model, to: path, metadata: description.merging(["opal.test_accuracy": String(test.report.accuracy)]) { $1 })
     }
 }
 
@@ -142,6 +167,42 @@ func printTestReport(_ test: Evaluation) {
     print(String(format: "test: accuracy %.2f%% · macro F1 %.4f · macro precision %.4f · macro recall %.4f · loss %.4f",
                  100 * test.report.accuracy, test.report.macroF1, test.report.macroPrecision,
                  test.report.macroRecall, test.loss))
+}
+
+/// Set by the SIGINT handler; the training loop checks it after each step.
+private let interruptRequested = Atomic<Bool>(false)
+
+/// Runs `trainer.fit` with a SIGINT (Ctrl-C) handler: the first Ctrl-C makes the trainer save its
+/// training state after the current step and the command exit with status 130; a second one quits at once.
+/// A non-finite loss stops training with the trainer's message; the last good checkpoint is kept.
+func fitInterruptibly(_ trainer: ClassifierTrainer,
+                      data: (training: LabeledDataset, validation: LabeledDataset, test: LabeledDataset),
+                      resume: String?) throws {
+    signal(SIGINT, SIG_IGN)
+    let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+    source.setEventHandler {
+        if interruptRequested.exchange(true, ordering: .relaxed) {
+            _exit(130)
+        }
+        FileHandle.standardError.write(Data("\ninterrupt: saving the training state after this step (Ctrl-C again to quit at once)\n".utf8))
+    }
+    source.resume()
+    defer {
+        source.cancel()
+        signal(SIGINT, SIG_DFL)
+    }
+    trainer.stopRequested = { interruptRequested.load(ordering: .relaxed) }
+    try trainer.fit(training: data.training, validation: data.validation,
+                    resumingFrom: resume.map { URL(fileURLWithPath: $0) })
+    if trainer.wasStopped {
+        let position = trainer.position
+        if let checkpoint = trainer.lastCheckpoint {
+            print("interrupted: saved the training state to \(checkpoint.url.path) (epoch \(position.epoch), step \(position.stepInEpoch), \(position.globalStep) steps in all); continue with --resume \(checkpoint.url.path)")
+        } else {
+            print("interrupted at epoch \(position.epoch), step \(position.stepInEpoch); no checkpoint was saved")
+        }
+        throw ExitCode(130)
+    }
 }
 
 /// Writes `model` as safetensors (atomically) and says where.
@@ -164,23 +225,65 @@ struct TrainCNNCommand: ParsableCommand {
     @Flag(help: "Use the deeper net with batch normalisation and dropout.")
     var deep = false
 
+    @Option(name: .customLong("fine-tune"),
+            help: "Transfer learning: start from this trained CNN checkpoint (same kind, e.g. from Fashion-MNIST); its head is replaced for this dataset's classes and the images are resized to its input size.")
+    var fineTune: String?
+
+    @Option(help: "With --fine-tune: the layers that keep their trained weights: features (every layer before Flatten), none, or N (the first N layers).")
+    var freeze = "features"
+
+    func validate() throws {
+        guard freeze == "features" || freeze == "none" || (Int(freeze).map { $0 >= 0 } ?? false) else {
+            throw ValidationError("--freeze must be features, none or a layer count ≥ 0, got '\(freeze)'")
+        }
+    }
+
     func run() throws {
         let device = try deviceOptions.resolve()
         print("device: \(device)")
-        let data = try options.loadData()
+        var data = try options.loadData()
+        var pretrained: (url: URL, metadata: [String: String])?
+        if let fineTune {
+            let url = URL(fileURLWithPath: fineTune)
+            let metadata = try CheckpointContents(contentsOf: url).metadata
+            let expected = deep ? "cnn-deep" : "cnn"
+            guard metadata["opal.model"] == expected else {
+                throw ValidationError("\(fineTune) holds a \(metadata["opal.model"] ?? "model of unknown kind"), not a \(expected)\(deep ? "" : " (add --deep for a deep CNN)")")
+            }
+            let sizes = (metadata["opal.image_shape"] ?? "").split(separator: ",").compactMap { Int($0) }
+            guard sizes.count == 3, sizes[0] == data.training.featureShape[0] else {
+                throw ValidationError("\(fineTune) was trained on images of shape \(metadata["opal.image_shape"] ?? "?"), which this dataset's \(data.training.featureShape) cannot be resized to")
+            }
+            data = (try data.training.resized(height: sizes[1], width: sizes[2]),
+                    try data.validation.resized(height: sizes[1], width: sizes[2]),
+                    try data.test.resized(height: sizes[1], width: sizes[2]))
+            pretrained = (url, metadata)
+        }
         Random.seed(options.seed)
         let shape = data.training.featureShape
         let model = deep
             ? try CNN.deep(inputChannels: shape[0], imageSize: shape[1], classes: data.training.classCount)
             : try CNN.simple(inputChannels: shape[0], imageSize: shape[1], classes: data.training.classCount)
         print("model: \(deep ? "deep CNN (batch norm, dropout)" : "CNN R2") · \(model.parameterCount) parameters")
-        let trainer = try ClassifierTrainer(model: model, device: device, options: options.trainingOptions(defaultEpochs: 5, defaultBatchSize: 64, defaultLearningRate: 2e-3))
-        _ = try trainer.fit(training: data.training, validation: data.validation)
+        if let pretrained {
+            let head = model.headLayerName.map { [$0] } ?? []
+            try model.loadPretrained(from: pretrained.url, excluding: head)
+            let frozenLayers = freeze == "features" ? model.featureLayerNames
+                : freeze == "none" ? [] : (0..<min(Int(freeze) ?? 0, model.layers.count)).map(String.init)
+            let frozen = model.freezeParameters(under: frozenLayers)
+            print("fine-tuning: weights from \(pretrained.url.path) (trained on \(pretrained.metadata["opal.dataset"] ?? "?")), new head \(head.joined()), \(frozen) of \(model.parameterCount) parameters frozen (layers \(frozenLayers.isEmpty ? "none" : frozenLayers.joined(separator: ",")))")
+        }
+        let path = options.checkpointPath(fallback: "runs/cnn\(deep ? "-deep" : "").safetensors")
+        let description = ["opal.model": deep ? "cnn-deep" : "cnn", "opal.dataset": data.training.name,
+                           "opal.image_shape": shape.map(String.init).joined(separator: ","),
+                           "opal.classes": String(data.training.classCount)]
+        var trainingOptions = options.trainingOptions(defaultEpochs: 5, defaultBatchSize: 64, defaultLearningRate: 2e-3)
+        trainingOptions.checkpointURL = URL(fileURLWithPath: path)
+        trainingOptions.checkpointMetadata = description
+        let trainer = try ClassifierTrainer(model: model, device: device, options: trainingOptions)
+        try fitInterruptibly(trainer, data: data, resume: options.resume)
         let test = try trainer.evaluate(data.test)
         printTestReport(test)
-        try saveCheckpoint(model, to: options.checkpoint ?? "runs/cnn\(deep ? "-deep" : "").safetensors", metadata: [
-            "opal.model": deep ? "cnn-deep" : "cnn", "opal.dataset": data.training.name,
-            "opal.image_shape": shape.map(String.init).joined(separator: ","),
-            "opal.classes": String(data.training.classCount), "opal.test_accuracy": String(test.report.accuracy)])
+        try saveCheckpoint(model, to: path, metadata: description.merging(["opal.test_accuracy": String(test.report.accuracy)]) { $1 })
     }
 }

@@ -24,7 +24,10 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     public init(cacheCapacityBytes: Int = 256 << 20) {
         threadCount = CPUBackend.blasThreads
         // The kernel family OpenBLAS chose (or OPENBLAS_CORETYPE forced), e.g. "Haswell" or "Cooperlake".
-        let core = openblas_get_corename().map { ", \(String(cString: $0)) kernels" } ?? ""
+        var core = ", \(OpenBLASKernels.current) kernels"
+        if let better = OpenBLASKernels.recommendedCoreType() {
+            core += ": OpenBLAS did not recognise this CPU; set OPENBLAS_CORETYPE=\(better) for its faster kernels"
+        }
         deviceDescription = "Native CPU (OpenBLAS\(core), \(threadCount) thread\(threadCount == 1 ? "" : "s"))"
         cache = CPUBufferCache(capacityBytes: cacheCapacityBytes)
     }

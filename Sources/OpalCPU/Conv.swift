@@ -329,7 +329,8 @@ private func im2colPlane(_ plane: UnsafeMutablePointer<Float>, _ rows: UnsafeMut
 }
 
 /// col2im of one input plane: zeroes it, then adds every column entry that `im2colPlane` would copy from
-/// (ih, iw) back into it, tap by tap and row by row.
+/// (ih, iw) back into it, tap by tap and row by row. With `plan.contiguousRows` it zeroes the column
+/// matrix's padding entries (`rows` is scratch) so that each tap is one long add.
 @inline(__always)
 private func col2imPlane(_ rows: UnsafeMutablePointer<Float>, _ plane: UnsafeMutablePointer<Float>, pitch: Int,
                          _ d: Conv2DDescriptor, _ plan: ConvolutionPlan) {
@@ -344,6 +345,27 @@ private func col2imPlane(_ rows: UnsafeMutablePointer<Float>, _ plane: UnsafeMut
             let span = plan.validColumns(kw: kw)
             let columnOffset = kw * d.dilationWidth - d.paddingWidth
             let (low, high) = (span.lowerBound, span.upperBound)
+            if plan.contiguousRows {
+                // Stride 1 and oW = W (as in im2colPlane): output position t adds into plane[t + shift] on every
+                // valid row, so the valid rows are one long vectorisable loop once the padding columns of the
+                // column matrix (scratch, which would land in the neighbouring row) are zeroed; the loop is
+                // clipped to the plane, where only padding columns can fall outside it.
+                guard !rowRange.isEmpty, !span.isEmpty else { continue }
+                if low > 0 || high < outputWidth {
+                    for outputRow in rowRange {
+                        let line = source + outputRow * outputWidth
+                        var o = 0
+                        while o < low { line[o] = 0; o += 1 }
+                        o = high
+                        while o < outputWidth { line[o] = 0; o += 1 }
+                    }
+                }
+                let (start, end) = (rowRange.lowerBound * outputWidth, rowRange.upperBound * outputWidth)
+                let shift = rowOffset * width + columnOffset
+                let addStart = max(start, -shift), addEnd = max(addStart, min(end, d.inputHeight * width - shift))
+                addRows(source + addStart, plane + addStart + shift, count: addEnd - addStart)
+                continue
+            }
             for outputRow in rowRange {
                 let line = source + outputRow * outputWidth
                 let target = plane + (outputRow * strideHeight + rowOffset) * width + columnOffset
@@ -356,6 +378,19 @@ private func col2imPlane(_ rows: UnsafeMutablePointer<Float>, _ plane: UnsafeMut
             }
         }
     }
+}
+
+/// `target[i] += source[i]` for i < count (the two never overlap: one is scratch, the other dx).
+@inline(__always)
+private func addRows(_ source: UnsafeMutablePointer<Float>, _ target: UnsafeMutablePointer<Float>, count: Int) {
+    var i = 0
+    while i + 8 <= count {
+        let sum = UnsafeRawPointer(target + i).loadUnaligned(as: SIMD8<Float>.self)
+            + UnsafeRawPointer(source + i).loadUnaligned(as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(target + i).storeBytes(of: sum, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < count { target[i] += source[i]; i += 1 }
 }
 
 /// How the CPU fast path splits a convolution: how many batch-split workers, batch chunks of `chunk`

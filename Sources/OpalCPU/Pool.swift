@@ -170,15 +170,15 @@ private func maxPool2x2Plane(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutabl
                 let base = SIMD4<Int32>(repeating: topIndex &+ Int32(truncatingIfNeeded: 2 * start)) &+ columns
                 var (best, bestIndex) = (upper.evenHalf, base)
                 var take = strictlyBetter(upper.oddHalf, than: best)
-                best.replace(with: upper.oddHalf, where: take)
-                bestIndex.replace(with: base &+ 1, where: take)
+                best = select(take, upper.oddHalf, best)
+                bestIndex = select(take, base &+ 1, bestIndex)
                 var (second, secondIndex) = (lower.evenHalf, base &+ below)
                 take = strictlyBetter(lower.oddHalf, than: second)
-                second.replace(with: lower.oddHalf, where: take)
-                secondIndex.replace(with: base &+ (below &+ 1), where: take)
+                second = select(take, lower.oddHalf, second)
+                secondIndex = select(take, base &+ (below &+ 1), secondIndex)
                 take = strictlyBetter(second, than: best)
-                best.replace(with: second, where: take)
-                bestIndex.replace(with: secondIndex, where: take)
+                best = select(take, second, best)
+                bestIndex = select(take, secondIndex, bestIndex)
                 UnsafeMutableRawPointer(rowOutput + start).storeBytes(of: best, as: SIMD4<Float>.self)
                 UnsafeMutableRawPointer(rowIndex + start).storeBytes(of: bestIndex, as: SIMD4<Int32>.self)
                 ow += 4
@@ -202,14 +202,32 @@ private func maxPool2x2Plane(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutabl
 }
 
 /// A later window element replaces the current best: greater, or a NaN where the best is not one.
+/// The masks are lanes of all ones (true) or zeros, kept as integers: left as `SIMDMask`, their logic
+/// compiles to per-lane bit packing here.
 @inline(__always)
-private func strictlyBetter(_ value: SIMD4<Float>, than best: SIMD4<Float>) -> SIMDMask<SIMD4<Int32>> {
-    (value .> best) .| ((value .!= value) .& (best .== best))
+private func strictlyBetter(_ value: SIMD4<Float>, than best: SIMD4<Float>) -> SIMD4<Int32> {
+    lanes(value .> best) | (lanes(value .!= value) & lanes(best .== best))
 }
+
+@inline(__always)
+private func lanes(_ mask: SIMDMask<SIMD4<Int32>>) -> SIMD4<Int32> { unsafeBitCast(mask, to: SIMD4<Int32>.self) }
 
 @inline(__always)
 private func strictlyBetter(_ value: Float, than best: Float) -> Bool {
     value > best || (value.isNaN && !best.isNaN)
+}
+
+/// `mask ? a : b` lane by lane (mask lanes all ones or zeros), as bit operations: the standard library's
+/// `replacing(with:where:)` compiles to a branch per lane here.
+@inline(__always)
+private func select(_ bits: SIMD4<Int32>, _ a: SIMD4<Int32>, _ b: SIMD4<Int32>) -> SIMD4<Int32> {
+    (a & bits) | (b & ~bits)
+}
+
+@inline(__always)
+private func select(_ mask: SIMD4<Int32>, _ a: SIMD4<Float>, _ b: SIMD4<Float>) -> SIMD4<Float> {
+    unsafeBitCast(select(mask, unsafeBitCast(a, to: SIMD4<Int32>.self), unsafeBitCast(b, to: SIMD4<Int32>.self)),
+                  to: SIMD4<Float>.self)
 }
 
 /// The backward pass of `maxPool2x2Plane`: the windows do not overlap, so each input element is written
@@ -224,7 +242,7 @@ private func maxPool2x2BackwardPlane(_ dy: UnsafeMutablePointer<Float>, _ index:
     let columns = SIMD4<Int32>(0, 2, 4, 6)
     let below = Int32(truncatingIfNeeded: width)
     let zero = SIMD4<Float>()
-    var inside = SIMDMask<SIMD4<Int32>>(repeating: true)
+    var inside = SIMD4<Int32>(repeating: -1)
     var scalarInside = true
     var oh = 0
     while oh < outputHeight {
@@ -238,14 +256,14 @@ private func maxPool2x2BackwardPlane(_ dy: UnsafeMutablePointer<Float>, _ index:
                 let gradient = UnsafeRawPointer(rowGradient + start).loadUnaligned(as: SIMD4<Float>.self)
                 let selected = UnsafeRawPointer(rowIndex + start).loadUnaligned(as: SIMD4<Int32>.self)
                 let base = SIMD4<Int32>(repeating: topIndex &+ Int32(truncatingIfNeeded: 2 * start)) &+ columns
-                let (m0, m1) = (selected .== base, selected .== base &+ 1)
-                let (m2, m3) = (selected .== base &+ below, selected .== base &+ (below &+ 1))
-                inside = inside .& (m0 .| m1 .| m2 .| m3)
+                let (m0, m1) = (lanes(selected .== base), lanes(selected .== base &+ 1))
+                let (m2, m3) = (lanes(selected .== base &+ below), lanes(selected .== base &+ (below &+ 1)))
+                inside &= m0 | m1 | m2 | m3
                 var upper = SIMD8<Float>(), lower = SIMD8<Float>()
-                upper.evenHalf = zero.replacing(with: gradient, where: m0)
-                upper.oddHalf = zero.replacing(with: gradient, where: m1)
-                lower.evenHalf = zero.replacing(with: gradient, where: m2)
-                lower.oddHalf = zero.replacing(with: gradient, where: m3)
+                upper.evenHalf = select(m0, gradient, zero)
+                upper.oddHalf = select(m1, gradient, zero)
+                lower.evenHalf = select(m2, gradient, zero)
+                lower.oddHalf = select(m3, gradient, zero)
                 UnsafeMutableRawPointer(top + 2 * start).storeBytes(of: upper, as: SIMD8<Float>.self)
                 UnsafeMutableRawPointer(top + width + 2 * start).storeBytes(of: lower, as: SIMD8<Float>.self)
                 ow += 4
@@ -271,7 +289,7 @@ private func maxPool2x2BackwardPlane(_ dy: UnsafeMutablePointer<Float>, _ index:
     if height > 2 * outputHeight {   // odd height: the last row
         (dx + 2 * outputHeight * width).update(repeating: 0, count: width)
     }
-    return scalarInside && all(inside)
+    return scalarInside && inside == SIMD4(repeating: -1)
 }
 
 /// Average pooling of one plane (see `avgPool2D`), written like `maxPoolPlane`.

@@ -21,8 +21,19 @@ public final class BufferPool: @unchecked Sendable {
         set { lock.withLock { _cacheLimitBytes = newValue; trimLocked(to: newValue) } }
     }
 
+    /// A memory budget below the device's: an allocation that would take live + cached bytes beyond it
+    /// fails as the device itself would (CL_MEM_OBJECT_ALLOCATION_FAILURE), so the cache is released and
+    /// the request retried once. Nil (the default) leaves the limit to the device. Use it to keep Opal
+    /// to a share of a shared GPU, and to exercise the out-of-memory path on devices that allocate lazily
+    /// (PoCL reserves host memory only when a buffer is first used).
+    public var budgetBytes: Int? {
+        get { lock.withLock { _budgetBytes } }
+        set { lock.withLock { _budgetBytes = newValue } }
+    }
+
     private let lock = NSLock()
     private var _cacheLimitBytes: Int
+    private var _budgetBytes: Int?
     private var freeLists: [Int: [CLBuffer]] = [:]       // size class → free buffers
     private var _cachedBytes = 0
     private var live: [ObjectIdentifier: LiveEntry] = [:] // handed-out buffers, held weakly
@@ -128,6 +139,8 @@ public final class BufferPool: @unchecked Sendable {
     }
 
     private func create(_ size: Int) throws -> CLBuffer {
+        let overBudget = lock.withLock { _budgetBytes.map { liveBytesLocked() + _cachedBytes + size > $0 } ?? false }
+        if overBudget { throw CLError.status(code: -4, operation: "clCreateBuffer (\(size) bytes beyond the pool's memory budget)") }
         let buffer = try CLBuffer(context: context, byteCount: size)
         lock.withLock { register(buffer) }
         return buffer

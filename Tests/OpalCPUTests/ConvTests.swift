@@ -29,6 +29,12 @@ final class ConvTests: CPUTestCase {
         Conv2DDescriptor(batch: 2, inputChannels: 4, inputHeight: 6, inputWidth: 7, outputChannels: 4,
                          kernelHeight: 3, kernelWidth: 3, strideHeight: 3, strideWidth: 2, paddingHeight: 1,
                          paddingWidth: 1, dilationHeight: 2, dilationWidth: 1, groups: 4),
+        // "Same" convolutions (stride 1, oW = W: the contiguous im2col/col2im rows) with two padding columns on
+        // each side, an odd width, and a width of 1 where most taps have no valid column at all.
+        Conv2DDescriptor(batch: 2, inputChannels: 3, inputHeight: 6, inputWidth: 7, outputChannels: 5,
+                         kernelHeight: 5, kernelWidth: 5, paddingHeight: 2, paddingWidth: 2),
+        Conv2DDescriptor(batch: 3, inputChannels: 2, inputHeight: 5, inputWidth: 1, outputChannels: 3,
+                         kernelHeight: 5, kernelWidth: 5, paddingHeight: 2, paddingWidth: 2),
     ]
 
     static func magnitude(_ values: [Double]) -> Double { values.lazy.map(Swift.abs).max() ?? 0 }

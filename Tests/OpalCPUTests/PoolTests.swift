@@ -214,3 +214,129 @@ func finiteDifferences(_ x: [Double], step: Double, _ f: ([Double]) -> Double) -
         return (up - down) / (2 * step)
     }
 }
+
+/// Max pooling of one NCHW tensor in Float with NaN semantics: a NaN is the maximum (the first NaN wins),
+/// else the first maximum in row-major order; plus the flat in-plane index of the winner.
+func referenceMaxPoolWithNaN(_ x: [Float], _ d: Pool2DDescriptor) -> (values: [Float], indices: [Int32]) {
+    var values: [Float] = [], indices: [Int32] = []
+    for plane in 0..<(d.batch * d.channels) {
+        for oh in 0..<d.outputHeight {
+            for ow in 0..<d.outputWidth {
+                var best: Float = 0, bestIndex = -1
+                for kh in 0..<d.kernelHeight {
+                    for kw in 0..<d.kernelWidth {
+                        let ih = oh * d.strideHeight - d.paddingHeight + kh
+                        let iw = ow * d.strideWidth - d.paddingWidth + kw
+                        guard ih >= 0, ih < d.inputHeight, iw >= 0, iw < d.inputWidth else { continue }
+                        let value = x[(plane * d.inputHeight + ih) * d.inputWidth + iw]
+                        if bestIndex < 0 || value > best || (value.isNaN && !best.isNaN) {
+                            best = value; bestIndex = ih * d.inputWidth + iw
+                        }
+                    }
+                }
+                values.append(best)
+                indices.append(Int32(bestIndex))
+            }
+        }
+    }
+    return (values, indices)
+}
+
+/// dx of max pooling from the indices: every output's gradient added at its index (indices outside the plane
+/// ignored), in Double.
+func referenceMaxPoolBackward(_ dy: [Float], _ indices: [Int32], _ d: Pool2DDescriptor) -> [Double] {
+    let (inputPlane, outputPlane) = (d.inputHeight * d.inputWidth, d.outputHeight * d.outputWidth)
+    var dx = [Double](repeating: 0, count: d.inputCount)
+    for plane in 0..<(d.batch * d.channels) {
+        for o in 0..<outputPlane {
+            let p = Int(indices[plane * outputPlane + o])
+            if p >= 0 && p < inputPlane { dx[plane * inputPlane + p] += Double(dy[plane * outputPlane + o]) }
+        }
+    }
+    return dx
+}
+
+/// The 2×2/stride-2 fast path of `maxPool2D`/`maxPool2DBackward`: four outputs per SIMD step, a last group that
+/// overlaps the previous one, a scalar form below four outputs per row, odd widths/heights leaving a column
+/// and row no window covers, ties, NaN and infinities, and indices outside their window in the backward pass.
+extension PoolTests {
+    /// (height, width): output widths 1…3 (scalar), 4 (one group), 5…7 and 14 (overlapping last group),
+    /// odd sizes leaving an uncovered column/row, and the R2 shapes 28×28 and 14×14.
+    var fastPoolDescriptors: [Pool2DDescriptor] {
+        [(2, 2), (3, 5), (5, 7), (4, 8), (7, 9), (9, 11), (6, 15), (13, 33), (28, 28), (14, 14)].map { size in
+            Pool2DDescriptor(batch: 2, channels: 3, inputHeight: size.0, inputWidth: size.1, kernelHeight: 2,
+                             kernelWidth: 2, strideHeight: 2, strideWidth: 2)
+        }
+    }
+
+    func testFastMaxPoolMatchesReference() throws {
+        for d in fastPoolDescriptors {
+            XCTAssertTrue(d.isTwoByTwoStrideTwo)
+            // Random values; values from {−3, −2, −1} (ties in almost every window); and values with NaNs
+            // and infinities sprinkled in.
+            let inputs: [[Float]] = [
+                uniform(d.inputCount),
+                (0..<d.inputCount).map { _ in Float(Int.random(in: 0...2, using: &random)) - 3 },
+                (0..<d.inputCount).map { _ in
+                    switch Int.random(in: 0..<8, using: &random) {
+                    case 0: .nan
+                    case 1: .infinity
+                    case 2: -.infinity
+                    default: Float(Int.random(in: -1...1, using: &random))
+                    }
+                },
+            ]
+            for (kind, x) in inputs.enumerated() {
+                let y = try poisoned(d.outputCount), indices = try poisoned(d.outputCount)
+                try backend.maxPool2D(try buffer(x), y, indices, descriptor: d)
+                let expected = referenceMaxPoolWithNaN(x, d)
+                let values = try read(y)
+                XCTAssertEqual(values.map(\.bitPattern), expected.values.map(\.bitPattern),
+                               context("fast max pool values, input kind \(kind), \(d.summary)"))
+                XCTAssertEqual(try backend.readInts(indices, count: d.outputCount), expected.indices,
+                               context("fast max pool indices, input kind \(kind), \(d.summary)"))
+                if kind == 0 {   // the Double reference of the general tests agrees on ordinary inputs
+                    let general = referenceMaxPool(x.map(Double.init), d)
+                    XCTAssertEqual(values, general.values.map(Float.init), context("fast vs general \(d.summary)"))
+                }
+            }
+        }
+    }
+
+    /// The backward pass writes every element of the poisoned dx: the gradient at each window's index, zero
+    /// elsewhere, including the column and row that no window covers at odd sizes.
+    func testFastMaxPoolBackwardMatchesReference() throws {
+        for d in fastPoolDescriptors {
+            let x = (0..<d.inputCount).map { _ in Float(Int.random(in: 0...3, using: &random)) }
+            let y = try poisoned(d.outputCount), indices = try poisoned(d.outputCount)
+            try backend.maxPool2D(try buffer(x), y, indices, descriptor: d)
+            let dy = uniform(d.outputCount)
+            let dx = try poisoned(d.inputCount)
+            try backend.maxPool2DBackward(try buffer(dy), indices, dx, descriptor: d)
+            let expected = referenceMaxPoolBackward(dy, try backend.readInts(indices, count: d.outputCount), d)
+            XCTAssertEqual(try read(dx), expected.map(Float.init), context("fast max pool backward \(d.summary)"))
+        }
+    }
+
+    /// Indices that do not point into their own window (another window, or outside the plane) send the plane
+    /// to the general scatter: gradients pointing at the same element add up, out-of-plane ones are dropped.
+    func testFastMaxPoolBackwardHandlesForeignIndices() throws {
+        for d in fastPoolDescriptors {
+            let inputPlane = d.inputHeight * d.inputWidth
+            let dy = uniform(d.outputCount)
+            // Mostly window-local indices (as maxPool2D makes them), with a few foreign ones in some planes.
+            let x = uniform(d.inputCount)
+            let own = try poisoned(d.outputCount), values = try poisoned(d.outputCount)
+            try backend.maxPool2D(try buffer(x), values, own, descriptor: d)
+            var indices = try backend.readInts(own, count: d.outputCount)
+            let foreign = Int.random(in: 0..<indices.count, using: &random)
+            indices[foreign] = Int32(Int.random(in: 0..<inputPlane, using: &random))
+            indices[Int.random(in: 0..<indices.count, using: &random)] = Int32(inputPlane)   // outside the plane
+            indices[Int.random(in: 0..<indices.count, using: &random)] = -1
+            let dx = try poisoned(d.inputCount)
+            try backend.maxPool2DBackward(try buffer(dy), try intBuffer(indices), dx, descriptor: d)
+            assertClose(try read(dx), referenceMaxPoolBackward(dy, indices, d), relative: 1e-6, absolute: 1e-7,
+                        "foreign indices \(d.summary)")
+        }
+    }
+}

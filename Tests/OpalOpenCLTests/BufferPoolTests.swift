@@ -93,6 +93,35 @@ final class BufferPoolTests: XCTestCase {
         XCTAssertThrowsError(try pool.allocate(byteCount: -1))
     }
 
+    /// A failed allocation releases the cache and retries once; when that fails too, the error says how
+    /// much was asked and what is live and cached; the pool keeps working for smaller requests.
+    func testAllocationFailureReleasesTheCacheRetriesThenReports() throws {
+        let pool = BufferPool(context: context)
+        let half = 1 << 19, whole = 1 << 20
+        pool.budgetBytes = whole + half / 2                       // 1.25 MiB
+        let cached = try pool.allocate(byteCount: half - 1000)    // size class 512 KiB
+        pool.recycle(cached)
+        XCTAssertEqual(pool.cachedBytes, half)
+        // 512 KiB cached + 1 MiB new > budget: the first try fails, the cache is released, the retry succeeds.
+        let first = try pool.allocate(byteCount: whole - 5000)
+        XCTAssertEqual(pool.cachedBytes, 0)
+        XCTAssertEqual(pool.liveBytes, whole)
+        // 1 MiB live + 1 MiB new > budget even with an empty cache: reported, naming the sizes.
+        XCTAssertThrowsError(try pool.allocate(byteCount: whole - 5000)) { error in
+            guard case .outOfMemory(let requested, let cachedBytes, let liveBytes, _)? = error as? CLError else {
+                return XCTFail("expected outOfMemory, got \(error)")
+            }
+            XCTAssertEqual(requested, whole - 5000)
+            XCTAssertEqual(cachedBytes, 0)
+            XCTAssertEqual(liveBytes, whole)
+            XCTAssertTrue("\(error)".contains("requested") && "\(error)".contains("1.0 MiB live"), "\(error)")
+        }
+        // A smaller request still fits, and so does the big one once the first buffer is handed back.
+        XCTAssertNoThrow(try pool.allocate(byteCount: 1000))
+        pool.recycle(first)
+        XCTAssertNoThrow(try pool.allocate(byteCount: whole - 5000))
+    }
+
     func testConcurrentAllocateAndRecycle() throws {
         let pool = BufferPool(context: context)
         DispatchQueue.concurrentPerform(iterations: 8) { worker in

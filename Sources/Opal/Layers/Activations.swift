@@ -51,8 +51,11 @@ public final class Flatten: Layer {
 public final class Dropout: Layer {
     public var isTraining = true
     public let probability: Float
-    private var seed: UInt32
-    private var calls: UInt32 = 0
+    /// The base seed of this layer's masks (drawn from `Random` when not given).
+    public internal(set) var seed: UInt32
+    /// Training-mode calls so far: call `k` uses the mask seeded by `seed &+ k &* 0x9E37_79B9`.
+    /// Part of a training checkpoint (restored on resume), so resumed runs draw the same masks.
+    public internal(set) var callCount: UInt32 = 0
 
     public init(probability: Float, seed: UInt32? = nil) throws {
         guard probability >= 0, probability < 1 else {
@@ -64,7 +67,7 @@ public final class Dropout: Layer {
 
     public func callAsFunction(_ input: Tensor) throws -> Tensor {
         guard isTraining, probability > 0 else { return input }
-        calls &+= 1
-        return try input.dropout(probability: probability, seed: seed &+ calls &* 0x9E37_79B9)
+        callCount &+= 1
+        return try input.dropout(probability: probability, seed: seed &+ callCount &* 0x9E37_79B9)
     }
 }

@@ -43,6 +43,35 @@ public class Adam: Optimizer {
     }
 }
 
+extension Adam {
+    /// `"Adam"` or `"AdamW"`: the `opal.optimizer` metadata value.
+    public var kindName: String { decoupledWeightDecay ? "AdamW" : "Adam" }
+
+    /// `optimizer.m.<name>` and `optimizer.v.<name>`: the first and second moments.
+    public func stateTensors(names: [(name: String, parameter: Parameter)]) throws -> [String: Tensor] {
+        var result: [String: Tensor] = [:]
+        for (name, parameter) in names {
+            guard let state = moments[ObjectIdentifier(parameter)] else { continue }
+            result[OptimizerState.tensorName(slot: "m", parameter: name)] = state.m
+            result[OptimizerState.tensorName(slot: "v", parameter: name)] = state.v
+        }
+        return result
+    }
+
+    public var stateMetadata: [String: String] {
+        [OptimizerState.kindKey: kindName, OptimizerState.stepCountKey: String(stepCount)]
+    }
+
+    public func loadState(from contents: CheckpointContents, names: [(name: String, parameter: Parameter)],
+                          path: String = "checkpoint") throws {
+        let count = try OptimizerState.stepCount(in: contents.metadata, kind: kindName, path: path)
+        let loaded = try OptimizerState.load(slots: ["m", "v"], from: contents, names: names,
+                                             parameters: parameters, path: path)
+        moments = loaded.mapValues { ($0[0], $0[1]) }
+        stepCount = count
+    }
+}
+
 /// Adam with decoupled weight decay (Loshchilov & Hutter), as `torch.optim.AdamW`.
 public final class AdamW: Adam {
     public init(parameters: [Parameter], learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999,

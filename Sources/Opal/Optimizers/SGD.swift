@@ -28,4 +28,27 @@ public final class SGD: Optimizer {
                                                    velocity: velocity.buffer, count: parameter.shape.count, step: rule)
         }
     }
+
+    /// `optimizer.velocity.<name>`: the momentum buffers (none without momentum: they stay zero).
+    public func stateTensors(names: [(name: String, parameter: Parameter)]) throws -> [String: Tensor] {
+        var result: [String: Tensor] = [:]
+        for (name, parameter) in names {
+            guard let velocity = velocities[ObjectIdentifier(parameter)] else { continue }
+            result[OptimizerState.tensorName(slot: "velocity", parameter: name)] = velocity
+        }
+        return result
+    }
+
+    public var stateMetadata: [String: String] {
+        [OptimizerState.kindKey: "SGD", OptimizerState.stepCountKey: String(stepCount)]
+    }
+
+    public func loadState(from contents: CheckpointContents, names: [(name: String, parameter: Parameter)],
+                          path: String = "checkpoint") throws {
+        let count = try OptimizerState.stepCount(in: contents.metadata, kind: "SGD", path: path)
+        let loaded = try OptimizerState.load(slots: ["velocity"], from: contents, names: names,
+                                             parameters: parameters, path: path)
+        velocities = loaded.mapValues { $0[0] }
+        stepCount = count
+    }
 }

@@ -1,0 +1,41 @@
+import CBLAS
+import Foundation
+
+/// Which kernel family OpenBLAS runs, and the better one for this CPU when OpenBLAS's detection fails.
+///
+/// OpenBLAS picks its kernels once, when the library loads (`DYNAMIC_ARCH`), from CPUID, or from the
+/// environment variable `OPENBLAS_CORETYPE`. Debian's 0.3.21 does not know newer CPUs (e.g. Sapphire
+/// Rapids) and falls back to its generic SSE3 "Prescott" kernels, which run SGEMM several times slower
+/// than the AVX-512 ("SkylakeX") or AVX2 ("Haswell") ones the CPU supports. The choice cannot be changed
+/// after loading: the `opal` CLI re-executes itself with `OPENBLAS_CORETYPE` set (see `recommendedCoreType`),
+/// and `scripts/test` exports it before the tests start.
+public enum OpenBLASKernels {
+    /// The family in use, e.g. "Haswell", "SkylakeX", "Prescott".
+    public static var current: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
+
+    /// OpenBLAS's generic x86-64 families, chosen when it does not recognise the CPU.
+    static let genericFamilies: Set<String> = ["Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "unknown"]
+
+    /// The family to force with `OPENBLAS_CORETYPE`, or nil when OpenBLAS's own choice is fine (a
+    /// specific family), the user already chose one, or the CPU has neither AVX-512 nor AVX2.
+    ///
+    /// - Parameters:
+    ///   - current: the family OpenBLAS chose
+    ///   - cpuFlags: the CPU's feature flags, as in /proc/cpuinfo
+    ///   - environment: the process environment
+    public static func recommendedCoreType(current: String = current, cpuFlags: Set<String> = cpuFlags(),
+                                           environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+        guard environment["OPENBLAS_CORETYPE"] == nil, genericFamilies.contains(current) else { return nil }
+        if cpuFlags.isSuperset(of: ["avx512f", "avx512bw", "avx512dq", "avx512vl"]) { return "SkylakeX" }
+        if cpuFlags.isSuperset(of: ["avx2", "fma"]) { return "Haswell" }
+        return nil
+    }
+
+    /// The feature flags of the first processor in /proc/cpuinfo (empty where there is none).
+    public static func cpuFlags() -> Set<String> {
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
+              let colon = line.firstIndex(of: ":") else { return [] }
+        return Set(line[line.index(after: colon)...].split(separator: " ").map(String.init))
+    }
+}
