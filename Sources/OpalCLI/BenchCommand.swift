@@ -7,7 +7,7 @@ import OpalBenchmarks
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmark kernels and training steps against reference libraries.",
-        subcommands: [BenchGemmCommand.self, BenchConvCommand.self, BenchTrainCommand.self])
+        subcommands: [BenchPeakCommand.self, BenchGemmCommand.self, BenchConvCommand.self, BenchTrainCommand.self])
 }
 
 /// Options shared by the benchmark commands.
@@ -64,17 +64,20 @@ struct BenchGemmCommand: ParsableCommand {
             struct Report: Encodable { var device: String; var description: String; var rows: [GemmBenchmark.Row] }
             return try printJSON(Report(device: device.name, description: device.backend.deviceDescription, rows: rows))
         }
+        let peak = try? PeakProbe.peak(for: device)
         print("SGEMM C = A·B (M = N = K) on \(device) · median of \(bench.runs) runs after warm-up")
+        if let peak { print(peakLine(peak)) }
         let hasOwn = rows.contains { $0.ownKernel != nil }
         let referenceName = rows.first?.referenceName ?? "reference"
         var header = pad("size", 6) + pad("opal ms", 11) + pad("GFLOP/s", 10) + pad("\(referenceName) ms", 14)
-            + pad("GFLOP/s", 10) + pad("ref/opal", 10)
+            + pad("GFLOP/s", 10) + pad("ref/opal", 10) + (peak == nil ? "" : pad("% peak", 8))
         if hasOwn { header += pad("gemm.cl ms", 12) + pad("GFLOP/s", 10) }
         print(header)
         for row in rows {
             var line = pad("\(row.size)", 6) + pad(format(row.opal.medianMilliseconds, 3), 11)
                 + pad(format(row.opalGigaflops, 1), 10) + pad(format(row.reference.medianMilliseconds, 3), 14)
                 + pad(format(row.referenceGigaflops, 1), 10) + pad(format(row.speedup), 10)
+                + (peak.map { pad(format(100 * row.opalGigaflops / $0.gigaflops, 1), 8) } ?? "")
             if let own = row.ownKernel {
                 line += pad(format(own.medianMilliseconds, 3), 12)
                     + pad(format(gigaflops(row.flops, milliseconds: own.medianMilliseconds), 1), 10)
@@ -120,5 +123,44 @@ struct BenchConvCommand: ParsableCommand {
                   + pad(row.reference.map { format($0.medianMilliseconds, 3) } ?? "-", 19)
                   + pad(row.speedup.map { format($0) } ?? "-", 10))
         }
+    }
+}
+
+/// One line naming a device's measured peak, for the benchmark tables' "% peak" columns.
+func peakLine(_ peak: DevicePeak) -> String {
+    "device peak: \(format(peak.gigaflops, 1)) GFLOP/s fp32, \(format(peak.gigabytesPerSecond, 1)) GB/s (\(peak.method), measured \(peak.measured.prefix(10)); `opal bench peak` measures again)"
+}
+
+/// `opal bench peak`: measure (and store) the device's attainable fp32 rate and memory bandwidth.
+struct BenchPeakCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "peak",
+        abstract: "Measure a device's peak fp32 multiply-add rate and memory bandwidth (as clpeak does); other benchmarks report their share of it.")
+
+    @Option(help: "Device to probe (auto, gpu, cpu, opencl:N); default: every device.")
+    var device: String?
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() throws {
+        var devices = [DeviceRegistry.shared.cpu]
+        if let device { devices = [try Device.named(device)] } else {
+            for info in DeviceRegistry.shared.openCL {
+                do { devices.append(try DeviceRegistry.shared.openCL(info.index)) } catch { printError("skipping opencl:\(info.index): \(error)") }
+            }
+        }
+        var peaks: [DevicePeak] = []
+        for device in devices {
+            if !json { printError("probing \(device.name)…") }
+            let peak = try PeakProbe.peak(for: device, refresh: true)
+            peaks.append(peak)
+            if !json {
+                print("\(pad(device.name, 10))  \(pad(format(peak.gigaflops, 1), 9)) GFLOP/s  \(pad(format(peak.gigabytesPerSecond, 1), 7)) GB/s  \(peak.deviceDescription)")
+                print("            method: \(peak.method)")
+            }
+        }
+        if json { try printJSON(peaks) }
+        else if let url = PeakProbe.storeURL { print("stored in \(url.path); bench gemm|conv|train show each result's share of these") }
     }
 }

@@ -15,18 +15,28 @@ package final class GradientNode: @unchecked Sendable {
     let inputs: [GradientNode?]
     /// Nil for leaves (parameters and other tensors created with `requiringGradient()`).
     let pullback: ((Tensor) throws -> [Tensor?])?
+    /// Ops with several outputs (see `Tensor.recorded(_:inputs:pullback:)` for arrays) record one joint
+    /// node, holding `jointPullback` over all the outputs' gradients, and one node per output, whose
+    /// only input is the joint node and whose `outputSlot` is its position among the outputs.
+    let jointPullback: (([Tensor?]) throws -> [Tensor?])?
+    let outputSlot: Int?
+    let outputCount: Int
     /// Accumulated gradient of a leaf after `backward()`.
     package var gradient: Tensor?
 
     private static let counter = Atomic<Int>(0)
 
-    init(inputs: [GradientNode?], pullback: ((Tensor) throws -> [Tensor?])?) {
+    init(inputs: [GradientNode?], pullback: ((Tensor) throws -> [Tensor?])?,
+         jointPullback: (([Tensor?]) throws -> [Tensor?])? = nil, outputSlot: Int? = nil, outputCount: Int = 1) {
         self.index = GradientNode.counter.add(1, ordering: .relaxed).newValue
         self.inputs = inputs
         self.pullback = pullback
+        self.jointPullback = jointPullback
+        self.outputSlot = outputSlot
+        self.outputCount = outputCount
     }
 
-    var isLeaf: Bool { pullback == nil }
+    var isLeaf: Bool { pullback == nil && jointPullback == nil && outputSlot == nil }
 }
 
 /// Switches gradient recording on and off for the current task.
@@ -66,6 +76,21 @@ extension Tensor {
         return Tensor(shape: result.shape, dtype: result.dtype, device: result.device, buffer: result.buffer, node: node)
     }
 
+    /// Records `results` as the outputs of one op on `inputs` (an op with several outputs, such as the
+    /// fused LSTM cell's h and c). `pullback(upstreams, needs)` receives one gradient per output, nil
+    /// for an output that received none, and returns one gradient per input as in the one-output form.
+    package static func recorded(_ results: [Tensor], inputs: [Tensor],
+                                 pullback: @escaping (_ upstreams: [Tensor?], _ needs: [Bool]) throws -> [Tensor?]) -> [Tensor] {
+        guard GradientRecording.isEnabled, inputs.contains(where: { $0.node != nil }) else { return results }
+        let needs = inputs.map { $0.node != nil }
+        let joint = GradientNode(inputs: inputs.map(\.node), pullback: nil,
+                                 jointPullback: { upstreams in try pullback(upstreams, needs) }, outputCount: results.count)
+        return results.enumerated().map { slot, result in
+            Tensor(shape: result.shape, dtype: result.dtype, device: result.device, buffer: result.buffer,
+                   node: GradientNode(inputs: [joint], pullback: nil, outputSlot: slot))
+        }
+    }
+
     /// Reverse-mode differentiation: propagates `seed` (default: ones, i.e. d self / d self) back
     /// through the recorded graph and accumulates into every leaf's `gradient`.
     ///
@@ -90,14 +115,30 @@ extension Tensor {
         nodes.sort { $0.index > $1.index }
 
         var pending: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): upstream]
+        // Gradients of a multi-output op's outputs, gathered for its joint node (created before them,
+        // so visited after all of them).
+        var pendingOutputs: [ObjectIdentifier: [Tensor?]] = [:]
         try withoutGradients {
             for current in nodes {
-                guard let gradient = pending.removeValue(forKey: ObjectIdentifier(current)) else { continue }
-                guard let pullback = current.pullback else {
-                    current.gradient = try current.gradient.map { try $0 + gradient } ?? gradient
-                    continue
+                let inputGradients: [Tensor?]
+                if let jointPullback = current.jointPullback {
+                    guard let upstreams = pendingOutputs.removeValue(forKey: ObjectIdentifier(current)) else { continue }
+                    inputGradients = try jointPullback(upstreams)
+                } else {
+                    guard let gradient = pending.removeValue(forKey: ObjectIdentifier(current)) else { continue }
+                    if let slot = current.outputSlot, let joint = current.inputs[0] {
+                        let key = ObjectIdentifier(joint)
+                        var upstreams = pendingOutputs[key] ?? [Tensor?](repeating: nil, count: joint.outputCount)
+                        upstreams[slot] = gradient
+                        pendingOutputs[key] = upstreams
+                        continue
+                    }
+                    guard let pullback = current.pullback else {
+                        current.gradient = try current.gradient.map { try $0 + gradient } ?? gradient
+                        continue
+                    }
+                    inputGradients = try pullback(gradient)
                 }
-                let inputGradients = try pullback(gradient)
                 for (input, inputGradient) in zip(current.inputs, inputGradients) {
                     guard let input, let inputGradient else { continue }
                     let key = ObjectIdentifier(input)

@@ -27,6 +27,14 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
     case avgPool2D = "avg_pool_2d", avgPool2DBackward = "avg_pool_2d_backward"
     // norm.cl
     case batchNormForward = "batch_norm_forward", batchNormBackward = "batch_norm_backward"
+    // recurrent.cl
+    case lstmCellForward = "lstm_cell_forward", lstmCellBackward = "lstm_cell_backward"
+    case gruCellForward = "gru_cell_forward", gruCellBackward = "gru_cell_backward"
+    // embedding.cl
+    case embeddingGather = "embedding_gather", embeddingScatterPartial = "embedding_scatter_partial"
+    case embeddingScatterReduce = "embedding_scatter_reduce"
+    // peak.cl
+    case peakFMA = "peak_fma", peakCopy = "peak_copy"
 
     /// The `Kernels/<family>.cl` file that defines the kernel.
     var family: String {
@@ -42,6 +50,9 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
             "conv"
         case .maxPool2D, .maxPool2DBackward, .avgPool2D, .avgPool2DBackward: "pool"
         case .batchNormForward, .batchNormBackward: "norm"
+        case .lstmCellForward, .lstmCellBackward, .gruCellForward, .gruCellBackward: "recurrent"
+        case .embeddingGather, .embeddingScatterPartial, .embeddingScatterReduce: "embedding"
+        case .peakFMA, .peakCopy: "peak"
         }
     }
 }
