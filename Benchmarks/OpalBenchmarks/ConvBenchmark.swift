@@ -7,7 +7,8 @@ import OpalOpenCL
 ///
 /// On OpenCL devices the forward pass is timed with Opal's chosen algorithm (`ConvolutionAlgorithm`
 /// `.automatic`), and beside it with im2col + CLBlast (the reference) and with each algorithm forced;
-/// the backward passes are im2col/col2im + the backend's GEMM. On the native CPU the convolution *is*
+/// the backward passes are im2col/col2im + the backend's GEMM, against the same passes with CLBlast's
+/// GEMM (the reference). On the native CPU the convolution *is*
 /// im2col + OpenBLAS, so it is reported alone.
 public struct ConvBenchmark {
     public struct Shape: Sendable {
@@ -28,7 +29,7 @@ public struct ConvBenchmark {
         /// The algorithm `conv2D` chose (OpenCL forward), else "im2col".
         public var algorithm: String
         public var opal: Measurement
-        /// im2col + CLBlast on OpenCL devices (forward only); nil where Opal's path is the reference itself.
+        /// im2col + CLBlast on OpenCL devices; nil where Opal's path is the reference itself (native CPU).
         public var reference: Measurement?
         public var referenceName: String?
         /// Each forward algorithm forced, on OpenCL devices.
@@ -116,8 +117,15 @@ public struct ConvBenchmark {
                         let measurement = try measure(on: device, warmup: 2, runs: runs) {
                             try time(pass, opencl, x: x, w: w, dy: dy, dx: dx, dw: dw, d)
                         }
+                        let algorithm = "im2col + \(opencl.gemmEngine.rawValue)"
+                        // The reference: the same im2col/col2im passes with CLBlast's GEMM.
+                        opencl.gemmEngine = .clblast
+                        let reference = try measure(on: device, warmup: 2, runs: runs) {
+                            try time(pass, opencl, x: x, w: w, dy: dy, dx: dx, dw: dw, d)
+                        }
                         row = Row(shape: shape.name, descriptor: d.description, pass: pass, flops: d.flops,
-                                  algorithm: "im2col + \(opencl.gemmEngine.rawValue)", opal: measurement)
+                                  algorithm: algorithm, opal: measurement,
+                                  reference: reference, referenceName: "im2col + CLBlast")
                     }
                 } else if let cpu = backend as? CPUBackend {
                     let measurement = try measure(on: device, warmup: 2, runs: runs) {

@@ -90,7 +90,9 @@ public enum PeakProbe {
 
     /// GFLOP/s of `peak_fma` and GB/s of `peak_copy`; each run is sized to take ≥ 20 ms.
     static func measureOpenCL(_ backend: OpenCLBackend, on device: Device, bandwidth: Bool = true) throws -> (Double, Double) {
-        let count = max(65_536, backend.device.computeUnits * 4096)
+        // GPUs need many work-items in flight; CPU devices run one work-item per group (see peakMultiplyAdd),
+        // and a few per core keep them busy without paying per-group overhead.
+        let count = backend.device.type == .cpu ? backend.device.computeUnits * 64 : max(65_536, backend.device.computeUnits * 4096)
         let output = try Tensor.empty([count], on: device)
         var iterations = 16
         var milliseconds = 0.0
@@ -105,7 +107,7 @@ public enum PeakProbe {
         let fma = try OpalBenchmarks.measure(on: device, warmup: 1, runs: 7) {
             try backend.peakMultiplyAdd(output.buffer, count: count, iterations: iterations, a: 0.999, b: 0.001)
         }
-        let flops = Double(count) * Double(iterations) * 128
+        let flops = Double(count) * Double(iterations) * 256   // 8 float16 chains × 2
         var gigabytes = 0.0
         if bandwidth {
             let floats = Int(min(UInt64(64 << 20), backend.device.maxAllocationBytes / 2)) / 16 * 4

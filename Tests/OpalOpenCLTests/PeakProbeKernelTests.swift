@@ -16,9 +16,9 @@ final class PeakProbeKernelTests: KernelTestCase {
         let got = try gpu.readFloats(output, count: count + 7)
         for g in 0..<count {
             var sum = 0.0
-            for chain in 0..<16 {
-                for lane in 0..<4 {
-                    var x = Double(Float(4 * g + lane) * 1e-6) + Double(chain)
+            for chain in 0..<8 {
+                for lane in 0..<16 {
+                    var x = Double(Float(16 * g + lane) * 1e-6) + Double(chain)
                     for _ in 0..<iterations { x = x * Double(a) + Double(b) }
                     sum += x
                 }
