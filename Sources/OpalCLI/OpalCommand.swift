@@ -6,5 +6,5 @@ struct OpalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "opal",
         abstract: "Deep learning on any GPU through OpenCL, with a native CPU fallback.",
-        subcommands: [DevicesCommand.self, TrainCommand.self, SampleCommand.self, BenchCommand.self])
+        subcommands: [DevicesCommand.self, TrainCommand.self, SampleGroupCommand.self, BenchCommand.self])
 }
