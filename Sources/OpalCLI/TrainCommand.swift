@@ -254,6 +254,9 @@ struct TrainCNNCommand: ParsableCommand {
             guard sizes.count == 3, sizes[0] == data.training.featureShape[0] else {
                 throw ValidationError("\(fineTune) was trained on images of shape \(metadata["opal.image_shape"] ?? "?"), which this dataset's \(data.training.featureShape) cannot be resized to")
             }
+            if data.training.featureShape != sizes {
+                print("images resized from \(data.training.featureShape[1])×\(data.training.featureShape[2]) to \(sizes[1])×\(sizes[2]), the checkpoint's input size")
+            }
             data = (try data.training.resized(height: sizes[1], width: sizes[2]),
                     try data.validation.resized(height: sizes[1], width: sizes[2]),
                     try data.test.resized(height: sizes[1], width: sizes[2]))
