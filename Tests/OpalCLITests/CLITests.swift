@@ -53,6 +53,32 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// `--fine-tune`: a CNN trained on one dataset starts another run with its head replaced and its
+    /// features frozen; wrong checkpoints are clear errors.
+    func testFineTuneLoadsFreezesAndRejectsWrongCheckpoints() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("opal-cli-finetune-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let source = directory.appendingPathComponent("cnn.safetensors").path
+        let trained = try opal(["train", "cnn", "--dataset", "digits", "--epochs", "1", "--checkpoint", source,
+                                "--device", "cpu", "--no-progress"])
+        XCTAssertEqual(trained.status, 0, trained.output)
+        let tuned = try opal(["train", "cnn", "--dataset", "digits", "--epochs", "1", "--fine-tune", source,
+                              "--checkpoint", directory.appendingPathComponent("tuned.safetensors").path,
+                              "--device", "cpu", "--no-progress"])
+        XCTAssertEqual(tuned.status, 0, tuned.output)
+        XCTAssertTrue(tuned.output.contains("fine-tuning: weights from \(source)") && tuned.output.contains("new head 9")
+                      && tuned.output.contains("18816 of 53002 parameters frozen"), tuned.output)
+        assertCleanFailure(try opal(["train", "cnn", "--dataset", "digits", "--fine-tune", directory.appendingPathComponent("missing").path,
+                                     "--device", "cpu"]), mentions: "missing")
+        let mlp = directory.appendingPathComponent("mlp.safetensors").path
+        XCTAssertEqual(try opal(["train", "mlp", "--dataset", "digits", "--epochs", "1", "--checkpoint", mlp, "--device", "cpu",
+                                 "--no-progress"]).status, 0)
+        assertCleanFailure(try opal(["train", "cnn", "--dataset", "digits", "--fine-tune", mlp, "--device", "cpu"]),
+                           mentions: "holds a mlp, not a cnn")
+        assertCleanFailure(try opal(["train", "cnn", "--fine-tune", source, "--freeze", "some"]), mentions: "--freeze")
+    }
+
     func testDevicesNamesTheDefault() throws {
         let result = try opal(["devices"])
         XCTAssertEqual(result.status, 0, result.output)
