@@ -182,6 +182,47 @@ def command_mlp(arguments):
     save_file(state, arguments.file, metadata={"format": "pt"})
 
 
+def r2_cnn(nn, classes=10, size=28):
+    """Opal's CNN.simple() (R2) as a PyTorch nn.Sequential: the same child indices, so the same names."""
+    side = size // 4
+    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Linear(128, classes))
+
+
+def command_cnn(arguments):
+    """R2's state_dict from PyTorch, plus "input" [batch, 1, 28, 28] and its "output"."""
+    import torch
+    import torch.nn as nn
+    from safetensors.torch import save_file
+    torch.manual_seed(arguments.seed)
+    model = r2_cnn(nn)
+    x = torch.randn(arguments.batch, 1, 28, 28)
+    with torch.no_grad():
+        y = model(x)
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    state["input"], state["output"] = x, y
+    save_file(state, arguments.file, metadata={"format": "pt"})
+
+
+def command_check_cnn(arguments):
+    """Loads an Opal R2 checkpoint (with extra tensors "input" and Opal's "output") into the PyTorch module
+    with strict=True, runs the input and compares; prints JSON and exits 1 when they disagree."""
+    import torch
+    import torch.nn as nn
+    from safetensors.torch import load_file
+    tensors = load_file(arguments.file)
+    x, expected = tensors.pop("input"), tensors.pop("output")
+    model = r2_cnn(nn)
+    model.load_state_dict(tensors, strict=True)
+    with torch.no_grad():
+        y = model(x)
+    difference = float((y - expected).abs().max())
+    scale = max(1.0, float(expected.abs().max()))
+    print(json.dumps({"max_abs_difference": difference, "scale": scale, "shape": list(y.shape)}))
+    sys.exit(0 if difference <= arguments.tolerance * scale else 1)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +243,15 @@ def main():
     mlp_parser.add_argument("--batch", type=int, default=4)
     mlp_parser.add_argument("--seed", type=int, default=0)
     mlp_parser.set_defaults(run=command_mlp)
+    cnn_parser = commands.add_parser("cnn", help="write PyTorch R2 CNN weights with an input and its output")
+    cnn_parser.add_argument("file")
+    cnn_parser.add_argument("--batch", type=int, default=4)
+    cnn_parser.add_argument("--seed", type=int, default=0)
+    cnn_parser.set_defaults(run=command_cnn)
+    check_parser = commands.add_parser("check-cnn", help="run an Opal R2 checkpoint in PyTorch and compare outputs")
+    check_parser.add_argument("file")
+    check_parser.add_argument("--tolerance", type=float, default=1e-5)
+    check_parser.set_defaults(run=command_check_cnn)
     arguments = parser.parse_args()
     arguments.run(arguments)
 

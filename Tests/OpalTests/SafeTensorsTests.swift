@@ -590,4 +590,32 @@ final class SafeTensorsTests: XCTestCase {
         let scale = theirs.map(abs).max() ?? 1
         for (a, b) in zip(ours, theirs) { XCTAssertEqual(a, b, accuracy: 1e-5 * max(1, scale), "seed \(seed)") }
     }
+
+    /// R2 both ways: PyTorch's weights give PyTorch's outputs in Opal, and Opal's checkpoint loads into
+    /// the PyTorch module with `strict=True` and gives Opal's outputs there.
+    func testCNNInterchangesWithPyTorch() throws {
+        try requirePyTorchSafetensors()
+        let theirs = url("torch-cnn.safetensors")
+        let written = try runPython([peerScript, "cnn", theirs.path, "--batch", "3", "--seed", String(seed % 1_000_000)])
+        XCTAssertEqual(written.status, 0, written.output)
+        var contents = try CheckpointContents(contentsOf: theirs)
+        let input = try XCTUnwrap(contents.tensors.removeValue(forKey: "input"))
+        let output = try XCTUnwrap(try contents.tensors.removeValue(forKey: "output")?.floats)
+        let model = try CNN.simple()
+        try model.load(contents)   // strict: every parameter, nothing else
+        let ours = try model(input.tensor(on: .cpu)).scalars()
+        XCTAssertEqual(ours.count, output.count)
+        let scale = max(1, output.map(abs).max() ?? 1)
+        for (a, b) in zip(ours, output) { XCTAssertEqual(a, b, accuracy: 1e-5 * scale, "seed \(seed)") }
+
+        Random.seed(seed)
+        let mine = try CNN.simple()
+        let x = try Tensor.normal([2, 1, 28, 28], seed: UInt32(truncatingIfNeeded: seed), on: .cpu)
+        let y = try mine(x)
+        let file = url("opal-cnn.safetensors")
+        try mine.save(to: file, extraTensors: ["input": x, "output": y])
+        let checked = try runPython([peerScript, "check-cnn", file.path])
+        XCTAssertEqual(checked.status, 0, "PyTorch's output differs from Opal's: \(checked.output)")
+        XCTAssertTrue(checked.output.contains("max_abs_difference"), checked.output)
+    }
 }
