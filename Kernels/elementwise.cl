@@ -13,12 +13,21 @@
 //                  shape[0..<rank] (rank ≤ 8; shape and strides passed by value as int8; unused lanes ignored).
 //                  ⊕ codes: 0 add  1 subtract  2 multiply  3 divide  4 power  5 maximum  6 minimum
 //   strided_copy   dst[dstOffset + Σ idx·dstStrides] = src[srcOffset + Σ idx·srcStrides] (rank ≤ 8).
+//   transpose_tiled  dst[b·rows·columns + c·rows + r] = src[srcOffset + b·srcStride + r·ld + c] for r < rows,
+//                  c < columns, b < batch: each matrix of the batch transposed into a packed [columns, rows].
 //
-// Launch geometry (all kernels): 1-D, global = count rounded up to a multiple of WGS, local = WGS;
-// every work-item with get_global_id(0) ≥ count returns at once.
+// Launch geometry: 1-D for all kernels but transpose_tiled: global = count rounded up to a multiple of
+// WGS, local = WGS; every work-item with get_global_id(0) ≥ count returns at once.
+// transpose_tiled: 3-D, local (TT, TT, 1), global (columns and rows rounded up to TT, batch). A group
+// reads a TT×TT tile row by row (consecutive work-items, consecutive source columns) into local memory
+// and writes it back transposed, again row by row, so both global passes are contiguous.
 
 #ifndef WGS
 #define WGS 256
+#endif
+
+#ifndef TT
+#define TT 16
 #endif
 
 #define GELU_C 0.7978845608028654f   // √(2/π)
@@ -134,4 +143,20 @@ __kernel void strided_copy(const __global float* src, __global float* dst, const
     int from = srcOffset, to = dstOffset;
     OPAL_OFFSETS(i, rank, s, ss, ds, from, to);
     dst[to] = src[from];
+}
+
+__kernel void transpose_tiled(const __global float* src, const int srcOffset, const int ld, const int srcStride,
+                              __global float* dst, const int rows, const int columns) {
+    __local float tile[TT][TT + 1];   // +1: rows of the tile fall in different local-memory banks
+    const int lx = get_local_id(0), ly = get_local_id(1), batch = get_global_id(2);
+    const int c0 = get_group_id(0) * TT, r0 = get_group_id(1) * TT;
+    // Read: work-item (lx, ly) takes source row r0 + ly, column c0 + lx.
+    if (r0 + ly < rows && c0 + lx < columns) {
+        tile[ly][lx] = src[srcOffset + (long)batch * srcStride + (long)(r0 + ly) * ld + c0 + lx];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    // Write: work-item (lx, ly) fills destination row c0 + ly (a source column), column r0 + lx.
+    if (c0 + ly < columns && r0 + lx < rows) {
+        dst[(long)batch * rows * columns + (long)(c0 + ly) * rows + r0 + lx] = tile[lx][ly];
+    }
 }

@@ -7,6 +7,9 @@ on the same machine:
 * training steps (R1 MLP, R2 CNN, R4 dense autoencoder, R5 DCGAN): forward, loss, backward and optimizer
   update of one batch (R5: one discriminator and one generator update), with the data already on the device;
   warm-up steps, then the median (and p10/p90) of many timed steps;
+* recurrent layers (K4 LSTM, K5 GRU): torch.nn.LSTM / torch.nn.GRU (one layer, batch first), forward over
+  the whole sequence, sum of the outputs, backward (gradients of the weights and of the input); and R3, the
+  character LSTM language model's training step. --batch/--seq/--input-size/--hidden change their shapes;
 * GEMM (--gemm): C = A·B for square fp32 matrices, in ms and GFLOP/s.
 
 Settings that must match Opal's: fp32 everywhere, TF32 off, data resident on the device, a fixed seed.
@@ -17,6 +20,7 @@ Examples:
     python3 pytorch_reference.py --workloads R1,R2,R4,R5  # every training workload
     python3 pytorch_reference.py --device cuda --json  # R1 on the GPU, JSON on stdout
     python3 pytorch_reference.py --gemm --threads 2    # GEMM 256…2048
+    python3 pytorch_reference.py --workloads K4,K5 --warmup 2 --steps 5   # LSTM / GRU layer fwd + bwd
 """
 
 import argparse
@@ -24,7 +28,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List
 
 import torch
@@ -36,8 +40,10 @@ import torch.nn.functional as F
 class Workload:
     """One training-step benchmark: a builder that puts a model, a batch and optimizers on the device."""
     description: str
-    # (device) -> step, a function doing one full training step (forward, loss, backward, update)
-    build: Callable[[torch.device], Callable[[], object]]
+    # (device, **shape) -> step, a function doing one full training step (forward, loss, backward, update)
+    build: Callable[..., Callable[[], object]]
+    # The shape overrides (--batch, --seq, --input-size, --hidden) the builder accepts, with their defaults.
+    shape: Dict[str, int] = field(default_factory=dict)
 
 
 def supervised_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn, optimizer):
@@ -150,13 +156,80 @@ def build_r5(device: torch.device):
     return step
 
 
-# The training-step workloads, each a builder returning a one-step function. Kernel workloads K1–K5 and the
-# remaining training workloads (R3 char-RNN, R6 GPT …) are added here the same way.
+# The issue's K4/K5 shape and R3's (issue #6: Embedding 65×64, LSTM 64→256, Linear 256→65, batch 32, seq 64).
+RECURRENT_LAYER_SHAPE = {"batch": 64, "seq": 128, "input_size": 256, "hidden": 512}
+R3_SHAPE = {"batch": 32, "seq": 64, "input_size": 64, "hidden": 256}
+
+
+def recurrent_layer_step(layer: nn.Module, device: torch.device, batch: int, seq: int, input_size: int):
+    """Forward + backward of one recurrent layer over a whole sequence (Opal's `RecurrentBenchmark`):
+    zero initial state, loss = sum of all outputs, gradients of the weights and of the input."""
+    layer.train()
+    inputs = (torch.rand(batch, seq, input_size, device=device) * 2 - 1).requires_grad_(True)
+
+    def step():
+        layer.zero_grad(set_to_none=True)
+        inputs.grad = None
+        output, _ = layer(inputs)
+        loss = output.sum()
+        loss.backward()
+        return loss
+    return step
+
+
+def build_k4(device: torch.device, batch=64, seq=128, input_size=256, hidden=512):
+    """K4: torch.nn.LSTM(input_size, hidden, batch_first=True), one layer, forward + backward."""
+    layer = nn.LSTM(input_size, hidden, batch_first=True).to(device)
+    return recurrent_layer_step(layer, device, batch, seq, input_size)
+
+
+def build_k5(device: torch.device, batch=64, seq=128, input_size=256, hidden=512):
+    """K5: torch.nn.GRU(input_size, hidden, batch_first=True), one layer, forward + backward."""
+    layer = nn.GRU(input_size, hidden, batch_first=True).to(device)
+    return recurrent_layer_step(layer, device, batch, seq, input_size)
+
+
+class CharLanguageModel(nn.Module):
+    """Opal's `CharLanguageModel`: Embedding V×E → LSTM E→H (batch first) → Linear H→V at every step."""
+
+    def __init__(self, vocabulary: int, embedding: int, hidden: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocabulary, embedding)
+        self.rnn = nn.LSTM(embedding, hidden, batch_first=True)
+        self.output = nn.Linear(hidden, vocabulary)
+
+    def forward(self, ids):
+        hidden, _ = self.rnn(self.embedding(ids))
+        return self.output(hidden)
+
+
+def build_r3(device: torch.device, batch=32, seq=64, input_size=64, hidden=256):
+    """R3: character LSTM language model, vocabulary 65 (Embedding 65×64, LSTM 64→256, Linear 256→65), zero initial
+    state, mean cross-entropy over every position, Adam lr 2e-3 (Opal's trainer default), batch 32 of 64 ids."""
+    vocabulary = 65
+    model = CharLanguageModel(vocabulary, input_size, hidden).to(device)
+    ids = torch.randint(0, vocabulary, (batch, seq + 1), device=device)
+    inputs, targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+
+    def loss_fn(logits, labels):
+        return F.cross_entropy(logits.reshape(-1, vocabulary), labels.reshape(-1))
+    return supervised_step(model, inputs, targets, loss_fn, optimizer)
+
+
+# The training-step workloads, each a builder returning a one-step function. The recurrent layer workloads (K4, K5)
+# and R3 take shape overrides. The remaining workloads (R6 GPT …) are added here the same way.
 WORKLOADS: Dict[str, Workload] = {
     "R1": Workload("MLP 784-512-512-10 ReLU, cross-entropy, Adam 1e-3, batch 128", build_r1),
     "R2": Workload("CNN conv 32, conv 64, linear 3136-128-10, cross-entropy, Adam 1e-3, batch 64", build_r2),
     "R4": Workload("dense autoencoder 784-256-32-256-784, MSE, Adam 1e-3, batch 128", build_r4),
     "R5": Workload("DCGAN-small, one D + one G update, BCE with logits, Adam 2e-4 (0.5, 0.999), batch 64", build_r5),
+    "R3": Workload("char LSTM LM: Embedding 65x64, LSTM 64-256, Linear 256-65 every step, cross-entropy, Adam 2e-3",
+                   build_r3, dict(R3_SHAPE)),
+    "K4": Workload("nn.LSTM one layer, forward + backward of the sequence (sum of outputs)", build_k4,
+                   dict(RECURRENT_LAYER_SHAPE)),
+    "K5": Workload("nn.GRU one layer, forward + backward of the sequence (sum of outputs)", build_k5,
+                   dict(RECURRENT_LAYER_SHAPE)),
 }
 
 
@@ -175,8 +248,11 @@ def percentile(sorted_values: List[float], fraction: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
-def time_training_step(name: str, device: torch.device, warmup: int, steps: int) -> dict:
-    step = WORKLOADS[name].build(device)
+def time_training_step(name: str, device: torch.device, warmup: int, steps: int, overrides=None) -> dict:
+    """Times workload `name`; `overrides` ({"batch": …, "seq": …, "input_size": …, "hidden": …}) applies to the
+    workloads that take a shape (K4, K5, R3)."""
+    shape = {**WORKLOADS[name].shape, **(overrides or {})} if WORKLOADS[name].shape else {}
+    step = WORKLOADS[name].build(device, **shape)
     for _ in range(warmup):
         step()
     synchronize(device)
@@ -196,6 +272,7 @@ def time_training_step(name: str, device: torch.device, warmup: int, steps: int)
         "steps": steps,
         "device": device_description(device),
         "torch": torch.__version__,
+        **({"shape": shape} if shape else {}),
     }
 
 
@@ -246,7 +323,17 @@ def main(argv=None) -> int:
     parser.add_argument("--gemm-sizes", default="256,512,1024,2048")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, help="batch size of K4, K5 and R3 (default: the issue's)")
+    parser.add_argument("--seq", type=int, help="sequence length of K4, K5 and R3")
+    parser.add_argument("--input-size", type=int, help="input features of K4/K5; the embedding size of R3")
+    parser.add_argument("--hidden", type=int, help="hidden size of K4, K5 and R3")
     args = parser.parse_args(argv)
+    overrides = {key: value for key, value in
+                 [("batch", args.batch), ("seq", args.seq), ("input_size", args.input_size), ("hidden", args.hidden)]
+                 if value is not None}
+    if any(value <= 0 for value in overrides.values()):
+        print(f"error: shape overrides must be positive, got {overrides}", file=sys.stderr)
+        return 2
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
@@ -267,7 +354,12 @@ def main(argv=None) -> int:
         print(f"error: unknown workload(s) {unknown}; known: {list(WORKLOADS)}", file=sys.stderr)
         return 2
 
-    report = {name: time_training_step(name, device, args.warmup, args.steps) for name in names}
+    fixed = [name for name in names if not WORKLOADS[name].shape]
+    if overrides and fixed:
+        print(f"error: --batch/--seq/--input-size/--hidden apply to K4, K5 and R3, not to {fixed}", file=sys.stderr)
+        return 2
+
+    report = {name: time_training_step(name, device, args.warmup, args.steps, overrides) for name in names}
     if args.gemm:
         sizes = [int(size) for size in args.gemm_sizes.split(",")]
         report["gemm"] = time_gemm(sizes, device, warmup=3, repeats=10 if device.type == "cpu" else 50)

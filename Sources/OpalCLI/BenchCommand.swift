@@ -7,7 +7,7 @@ import OpalBenchmarks
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmark kernels and training steps against reference libraries.",
-        subcommands: [BenchPeakCommand.self, BenchGemmCommand.self, BenchConvCommand.self, BenchTrainCommand.self])
+        subcommands: [BenchPeakCommand.self, BenchGemmCommand.self, BenchConvCommand.self, BenchTrainCommand.self, BenchLSTMCommand.self, BenchGRUCommand.self])
 }
 
 /// Options shared by the benchmark commands.
@@ -114,14 +114,17 @@ struct BenchConvCommand: ParsableCommand {
             struct Report: Encodable { var device: String; var description: String; var rows: [ConvBenchmark.Row] }
             return try printJSON(Report(device: device.name, description: device.backend.deviceDescription, rows: rows))
         }
+        let peak = try? PeakProbe.peak(for: device)
         print("Conv2D on \(device) · median of \(bench.runs) runs after warm-up")
+        if let peak { print(peakLine(peak)) }
         print(pad("shape", 12) + pad("pass", 16) + pad("algorithm", 24) + pad("opal ms", 11) + pad("GFLOP/s", 10)
-              + pad("im2col+CLBlast ms", 19) + pad("ref/opal", 10))
+              + pad("im2col+CLBlast ms", 19) + pad("ref/opal", 10) + (peak == nil ? "" : pad("% peak", 8)))
         for row in rows {
             print(pad(row.shape, 12) + pad(row.pass.rawValue, 16) + pad(row.algorithm, 24)
                   + pad(format(row.opal.medianMilliseconds, 3), 11) + pad(format(row.opalGigaflops, 1), 10)
                   + pad(row.reference.map { format($0.medianMilliseconds, 3) } ?? "-", 19)
-                  + pad(row.speedup.map { format($0) } ?? "-", 10))
+                  + pad(row.speedup.map { format($0) } ?? "-", 10)
+                  + (peak.map { pad(format(100 * row.opalGigaflops / $0.gigaflops, 1), 8) } ?? ""))
         }
     }
 }

@@ -8,7 +8,7 @@ struct BenchTrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train", abstract: "Time reference training steps (forward + backward + optimizer).",
         subcommands: [BenchTrainMLPCommand.self, BenchTrainCNNCommand.self, BenchTrainAutoencoderCommand.self,
-                      BenchTrainGANCommand.self])
+                      BenchTrainGANCommand.self, BenchTrainLSTMCommand.self])
 }
 
 /// Options shared by the `opal bench train` commands.

@@ -123,10 +123,11 @@ extension OpenCLBackend {
             // The direct-read kernel wants op(B) as stored: pack op(B)_b into [batch, k, n] first
             // (O(k·n) next to the product's O(m·n·k); the pool recycles the scratch buffer).
             let scratch = try allocate(count: d.batch * d.k * d.n)
-            try copy(operands.deviceB, scratch, layout: StridedCopy(
-                shape: [d.batch, d.k, d.n], srcOffset: d.offsetB, srcStrides: [d.strideB, 1, d.ldb],
-                dstStrides: [d.k * d.n, d.n, 1]))
-            right = try own(scratch, "gemm", elements: d.batch * d.k * d.n).buffer
+            let packedB = try own(scratch, "gemm", elements: d.batch * d.k * d.n).buffer
+            // B is stored [n, k] (row stride ldb): its transpose is op(B) = [k, n].
+            try transposeMatrices(operands.b, offset: d.offsetB, leadingDimension: d.ldb, batchStride: d.strideB,
+                                  rows: d.n, columns: d.k, batch: d.batch, into: packedB)
+            right = packedB
             packed = scratch
             d.transposeB = false; d.offsetB = 0; d.ldb = d.n; d.strideB = d.k * d.n
         }
@@ -175,5 +176,25 @@ extension OpenCLBackend {
                                                 d.beta, c.raw, d.offsetC, d.ldc, d.strideC, d.batch, &rawQueue, nil)
         }
         return status.rawValue
+    }
+}
+
+extension OpenCLBackend {
+    /// `destination[b][c][r] = source[offset + b·batchStride + r·leadingDimension + c]` for r < rows,
+    /// c < columns: each matrix of a batch transposed into packed [columns, rows] (`transpose_tiled`).
+    func transposeMatrices(_ source: CLBuffer, offset: Int, leadingDimension: Int, batchStride: Int, rows: Int,
+                           columns: Int, batch: Int, into destination: CLBuffer) throws {
+        guard rows > 0, columns > 0, batch > 0 else { return }
+        let tile = 16   // TT in Kernels/elementwise.cl
+        try enqueue(.transposeTiled, [
+            .buffer(source), .int(offset), .int(leadingDimension), .int(batchStride),
+            .buffer(destination), .int(rows), .int(columns),
+        ], global: { _ in [roundUp(columns, to: tile), roundUp(rows, to: tile), batch] },
+        local: { limit in
+            guard tile * tile <= limit else {
+                throw TensorError.device("transpose_tiled: \(tile)×\(tile) work-groups exceed the limit \(limit) of \(self.device.name)")
+            }
+            return [tile, tile, 1]
+        })
     }
 }

@@ -5,6 +5,7 @@ import OpalCore
 enum OpenCLKernel: String, CaseIterable, Sendable {
     // elementwise.cl
     case fill, unary, binaryFlat = "binary_flat", binaryStrided = "binary_strided", stridedCopy = "strided_copy"
+    case transposeTiled = "transpose_tiled"
     // reduce.cl
     case reduceRows = "reduce_rows", reduceColumns = "reduce_columns"
     case argmaxRows = "argmax_rows", argmaxColumns = "argmax_columns"
@@ -39,7 +40,7 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
     /// The `Kernels/<family>.cl` file that defines the kernel.
     var family: String {
         switch self {
-        case .fill, .unary, .binaryFlat, .binaryStrided, .stridedCopy: "elementwise"
+        case .fill, .unary, .binaryFlat, .binaryStrided, .stridedCopy, .transposeTiled: "elementwise"
         case .reduceRows, .reduceColumns, .argmaxRows, .argmaxColumns: "reduce"
         case .softmaxRows, .softmaxBackwardRows: "softmax"
         case .crossEntropyRows, .crossEntropyBackwardRows: "loss"
