@@ -6,41 +6,9 @@ final class BenchRecurrentTests: XCTestCase {
     /// The tiny shape every run here uses: batch 2, seq 3, input 4, hidden 5.
     private let tiny = ["--batch", "2", "--seq", "3", "--input", "4", "--hidden", "5", "--runs", "1"]
 
-    /// The `opal` binary built beside this test bundle.
-    private var executable: URL {
-        let testBinary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        var directory = testBinary.deletingLastPathComponent()
-        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("opal").path),
-              directory.path != "/" {
-            directory = directory.deletingLastPathComponent()
-        }
-        return directory.appendingPathComponent("opal")
-    }
-
     /// Runs `opal` with `arguments`; standard output and standard error apart (the JSON goes to standard output).
     private func opal(_ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
-        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
-            throw XCTSkip("opal executable not built beside the tests (run `swift build --build-tests`)")
-        }
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        // Standard error goes to a file, so a chatty child cannot stall on a full pipe we are not reading.
-        let errorFile = FileManager.default.temporaryDirectory.appendingPathComponent("opal-bench-rnn-\(UUID().uuidString).err")
-        guard FileManager.default.createFile(atPath: errorFile.path, contents: nil) else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: errorFile.path])
-        }
-        defer { try? FileManager.default.removeItem(at: errorFile) }
-        let errorHandle = try FileHandle(forWritingTo: errorFile)
-        defer { try? errorHandle.close() }
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = errorHandle
-        try process.run()
-        let outputData = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let errorData = (try? Data(contentsOf: errorFile)) ?? Data()
-        return (process.terminationStatus, String(decoding: outputData, as: UTF8.self), String(decoding: errorData, as: UTF8.self))
+        try OpalProcess.run(arguments)
     }
 
     private func jsonObject(_ text: String) throws -> [String: Any] {

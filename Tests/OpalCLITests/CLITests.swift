@@ -3,32 +3,9 @@ import XCTest
 
 /// The `opal` executable: help, exit codes and one-line errors for bad input (never a trap).
 final class CLITests: XCTestCase {
-    /// The `opal` binary built beside this test bundle.
-    private var executable: URL {
-        let testBinary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        var directory = testBinary.deletingLastPathComponent()
-        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("opal").path),
-              directory.path != "/" {
-            directory = directory.deletingLastPathComponent()
-        }
-        return directory.appendingPathComponent("opal")
-    }
-
+    /// Runs `opal` with `arguments`; its standard output and standard error as one text.
     private func opal(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
-        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
-            throw XCTSkip("opal executable not built beside the tests (run `swift build --build-tests`)")
-        }
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        try OpalProcess.runCombined(arguments, environment: environment)
     }
 
     /// A clean failure: non-zero exit, the expected phrase, no crash report or stack trace.

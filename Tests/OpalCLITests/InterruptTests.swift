@@ -24,13 +24,7 @@ final class InterruptTests: XCTestCase {
 
     /// The `opal` binary built beside this test bundle.
     private func executable() throws -> URL {
-        let testBinary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        var directory = testBinary.deletingLastPathComponent()
-        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("opal").path),
-              directory.path != "/" {
-            directory = directory.deletingLastPathComponent()
-        }
-        let url = directory.appendingPathComponent("opal")
+        let url = OpalProcess.executable
         guard FileManager.default.isExecutableFile(atPath: url.path) else {
             throw XCTSkip("opal executable not built beside the tests (run `swift build --build-tests`)")
         }
