@@ -60,9 +60,9 @@ final class RecurrentTests: CPUTestCase {
                     for (k, value) in saved.enumerated() { expectedActivations[b * 5 * h + k * h + j] = value }
                 }
             }
-            assertClose(try read(hidden), expectedHidden, "LSTM h_t B\(batch) H\(h)")
-            assertClose(try read(newCell), expectedCell, "LSTM c_t B\(batch) H\(h)")
-            assertClose(try read(activations), expectedActivations, "LSTM activations B\(batch) H\(h)")
+            assertClose(try read(hidden), expectedHidden, magnitude: 1, "LSTM h_t B\(batch) H\(h)")
+            assertClose(try read(newCell), expectedCell, magnitude: 1, "LSTM c_t B\(batch) H\(h)")
+            assertClose(try read(activations), expectedActivations, magnitude: 1, "LSTM activations B\(batch) H\(h)")
         }
     }
 
@@ -92,8 +92,8 @@ final class RecurrentTests: CPUTestCase {
                     expectedCell[b * h + j] = gradient[4]
                 }
             }
-            assertClose(try read(gradGates), expectedGates, relative: 1e-4, absolute: 1e-5, "LSTM d gates B\(batch) H\(h)")
-            assertClose(try read(gradCell), expectedCell, relative: 1e-4, absolute: 1e-5, "LSTM d cell B\(batch) H\(h)")
+            assertClose(try read(gradGates), expectedGates, relative: 1e-4, absolute: 1e-5, magnitude: 1, "LSTM d gates B\(batch) H\(h)")
+            assertClose(try read(gradCell), expectedCell, relative: 1e-4, absolute: 1e-5, magnitude: 1, "LSTM d cell B\(batch) H\(h)")
         }
     }
 
@@ -115,8 +115,8 @@ final class RecurrentTests: CPUTestCase {
                     for (k, value) in [r, z, n].enumerated() { expectedActivations[b * 3 * h + k * h + j] = value }
                 }
             }
-            assertClose(try read(output), expected, "GRU output B\(batch) H\(h)")
-            assertClose(try read(activations), expectedActivations, "GRU activations B\(batch) H\(h)")
+            assertClose(try read(output), expected, magnitude: 1, "GRU output B\(batch) H\(h)")
+            assertClose(try read(activations), expectedActivations, magnitude: 1, "GRU activations B\(batch) H\(h)")
         }
     }
 
@@ -151,10 +151,10 @@ final class RecurrentTests: CPUTestCase {
                 }
             }
             let what = "B\(batch) H\(h)"
-            assertClose(try read(gradInput), expectedInput, relative: 1e-4, absolute: 1e-5, "GRU d input gates \(what)")
-            assertClose(try read(gradHiddenGates), expectedHiddenGates, relative: 1e-4, absolute: 1e-5,
+            assertClose(try read(gradInput), expectedInput, relative: 1e-4, absolute: 1e-5, magnitude: 1, "GRU d input gates \(what)")
+            assertClose(try read(gradHiddenGates), expectedHiddenGates, relative: 1e-4, absolute: 1e-5, magnitude: 1,
                         "GRU d hidden gates \(what)")
-            assertClose(try read(gradHidden), expectedHidden, relative: 1e-4, absolute: 1e-5, "GRU d hidden \(what)")
+            assertClose(try read(gradHidden), expectedHidden, relative: 1e-4, absolute: 1e-5, magnitude: 1, "GRU d hidden \(what)")
         }
     }
 

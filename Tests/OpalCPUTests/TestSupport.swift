@@ -54,10 +54,12 @@ class CPUTestCase: XCTestCase {
     /// Checks |actual − expected| ≤ relative·|expected| + absolute·scale elementwise, where scale is
     /// the largest |expected| (at least 1e-30), so the tolerance follows the reference's magnitude.
     /// NaN in `actual` fails unless `expected` is NaN there too.
+    /// `magnitude`: the size of the terms the values were computed from, when cancellation can make the
+    /// values much smaller than them (float rounding then scales with the terms, not the result).
     func assertClose(_ actual: [Float], _ expected: [Double], relative: Double = 1e-5, absolute: Double = 1e-6,
-                     _ message: String, file: StaticString = #filePath, line: UInt = #line) {
+                     magnitude: Double = 1e-30, _ message: String, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(actual.count, expected.count, context("\(message): count"), file: file, line: line)
-        let scale = max(expected.lazy.filter { $0.isFinite }.map(Swift.abs).max() ?? 0, 1e-30)
+        let scale = max(expected.lazy.filter { $0.isFinite }.map(Swift.abs).max() ?? 0, magnitude)
         var failures = 0
         for (index, (a, e)) in zip(actual, expected).enumerated() {
             let ok: Bool
@@ -79,8 +81,8 @@ class CPUTestCase: XCTestCase {
     }
 
     func assertClose(_ actual: [Float], _ expected: [Float], relative: Double = 1e-5, absolute: Double = 1e-6,
-                     _ message: String, file: StaticString = #filePath, line: UInt = #line) {
-        assertClose(actual, expected.map(Double.init), relative: relative, absolute: absolute, message,
+                     magnitude: Double = 1e-30, _ message: String, file: StaticString = #filePath, line: UInt = #line) {
+        assertClose(actual, expected.map(Double.init), relative: relative, absolute: absolute, magnitude: magnitude, message,
                     file: file, line: line)
     }
 }
