@@ -102,16 +102,7 @@ public struct RecurrentStepBenchmark {
             return try measure(on: device, warmup: 0, runs: runs, step)
         }
         let fused = try timed(.fused)
-        var waits: Double?
-        if let backend = device.backend as? OpenCLBackend {
-            // Up to 10 steps, about 2 s at most.
-            let count = max(1, min(10, Int(2000 / max(fused.medianMilliseconds, 1e-3))))
-            try device.synchronize()
-            let before = backend.hostWaitCount
-            for _ in 0..<count { try step() }
-            waits = Double(backend.hostWaitCount - before) / Double(count)
-            try device.synchronize()
-        }
+        let waits = try hostWaitsPerStep(on: device, stepMilliseconds: fused.medianMilliseconds, step)
         let composed = includeComposed ? try timed(.composed) : nil
         model.rnn.implementation = .fused
         return Result(device: device.name, deviceDescription: device.backend.deviceDescription, step: fused,

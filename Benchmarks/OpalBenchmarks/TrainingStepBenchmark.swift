@@ -145,16 +145,7 @@ public struct TrainingStepBenchmark {
             runs = runCount(stepMilliseconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6)
         }
         let measurement = try measure(on: device, warmup: 0, runs: runs, step)
-        var waits: Double?
-        if let backend = device.backend as? OpenCLBackend {
-            // Up to 10 steps, about 2 s at most.
-            let count = max(1, min(10, Int(2000 / max(measurement.medianMilliseconds, 1e-3))))
-            try device.synchronize()
-            let before = backend.hostWaitCount
-            for _ in 0..<count { try step() }
-            waits = Double(backend.hostWaitCount - before) / Double(count)
-            try device.synchronize()
-        }
+        let waits = try hostWaitsPerStep(on: device, stepMilliseconds: measurement.medianMilliseconds, step)
         return Result(device: device.name, deviceDescription: device.backend.deviceDescription,
                       step: measurement, hostWaitsPerStep: waits, flopsPerStep: workload.flopsPerStep)
     }
@@ -206,4 +197,18 @@ public struct TrainingStepBenchmark {
             return { _ = try trainer.step(real: images) }
         }
     }
+}
+
+/// Host waits per training step on an OpenCL device (nil elsewhere): `step` run up to 10 times (about 2 s
+/// at most) between two readings of the backend's wait counter. A step that never reads the device back
+/// gives 0.
+func hostWaitsPerStep(on device: Device, stepMilliseconds: Double, _ step: () throws -> Void) throws -> Double? {
+    guard let backend = device.backend as? OpenCLBackend else { return nil }
+    let count = max(1, min(10, Int(2000 / max(stepMilliseconds, 1e-3))))
+    try device.synchronize()
+    let before = backend.hostWaitCount
+    for _ in 0..<count { try step() }
+    let waits = Double(backend.hostWaitCount - before) / Double(count)
+    try device.synchronize()
+    return waits
 }
