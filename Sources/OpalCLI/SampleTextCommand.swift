@@ -2,11 +2,11 @@ import ArgumentParser
 import Foundation
 import Opal
 
-/// `opal sample lstm|gru|rnn`: text from a character language model written by `opal train lstm|gru|rnn`.
+/// `opal sample lstm|gru|rnn|gpt`: text from a character language model written by `opal train lstm|gru|rnn|gpt`.
 struct SampleTextOptions: ParsableArguments {
     @OptionGroup var deviceOptions: DeviceOptions
 
-    @Option(help: "The checkpoint written by `opal train lstm|gru|rnn`.")
+    @Option(help: "The checkpoint written by `opal train lstm|gru|rnn|gpt`.")
     var checkpoint: String
 
     @Option(help: "Text the sample starts from (every character must be in the model's vocabulary).")
@@ -67,7 +67,7 @@ struct SampleGroupCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sample", abstract: "Generate samples: a PNG grid from a GAN or VAE checkpoint, or text from a language model.",
         subcommands: [SampleImagesCommand<GANFamily>.self, SampleImagesCommand<VAEFamily>.self,
-                      SampleLSTMCommand.self, SampleGRUCommand.self, SampleRNNCommand.self])
+                      SampleLSTMCommand.self, SampleGRUCommand.self, SampleRNNCommand.self, SampleGPTCommand.self])
 }
 
 protocol ImageFamily { static var name: String { get } }

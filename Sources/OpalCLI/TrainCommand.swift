@@ -14,7 +14,7 @@ struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train", abstract: "Train a model on real data and report test metrics.",
         subcommands: [TrainMLPCommand.self, TrainCNNCommand.self, TrainAutoencoderCommand.self, TrainVAECommand.self,
-                      TrainGANCommand.self] + recurrentTrainCommands)
+                      TrainGANCommand.self] + recurrentTrainCommands + transformerTrainCommands)
 }
 
 /// Options shared by the classifier trainers.

@@ -48,14 +48,32 @@ public struct TextCorpus: Sendable {
 
     /// - Throws: `TextCorpusError.empty` for an empty text, `.invalidArgument` for a fraction outside [0, 1).
     public init(text: String, name: String, validationFraction: Double = 0.1) throws {
-        guard !text.isEmpty else { throw TextCorpusError.empty(name: name) }
+        let scalars = Array(text.unicodeScalars)
+        try self.init(scalars: scalars, vocabulary: Set(scalars).sorted { $0.value < $1.value }, name: name,
+                      validationFraction: validationFraction)
+    }
+
+    /// A corpus of `text` over a vocabulary fixed beforehand (e.g. a pretrained model's, for fine-tuning
+    /// it on another text).
+    /// - Throws: `TextCorpusError.unknownCharacters` naming the characters of `text` outside `vocabulary`,
+    ///   `.empty` for an empty text.
+    public init(text: String, name: String, vocabulary: [Unicode.Scalar], validationFraction: Double = 0.1) throws {
+        try self.init(scalars: Array(text.unicodeScalars), vocabulary: vocabulary, name: name, validationFraction: validationFraction)
+    }
+
+    private init(scalars: [Unicode.Scalar], vocabulary: [Unicode.Scalar], name: String, validationFraction: Double) throws {
+        guard !scalars.isEmpty else { throw TextCorpusError.empty(name: name) }
         guard validationFraction >= 0, validationFraction < 1 else {
             throw TextCorpusError.invalidArgument(name: name, reason: "the validation fraction must lie in [0, 1), got \(validationFraction)")
         }
-        let scalars = Array(text.unicodeScalars)
-        let vocabulary = Set(scalars).sorted { $0.value < $1.value }
-        let index = Dictionary(uniqueKeysWithValues: vocabulary.enumerated().map { ($0.element, Int32($0.offset)) })
-        let ids = scalars.map { index[$0]! }
+        let index = Dictionary(vocabulary.enumerated().map { ($0.element, Int32($0.offset)) }, uniquingKeysWith: { first, _ in first })
+        var unknown: [String] = []
+        let ids = scalars.map { scalar -> Int32 in
+            if let id = index[scalar] { return id }
+            if !unknown.contains(String(scalar)) { unknown.append(String(scalar)) }
+            return 0
+        }
+        guard unknown.isEmpty else { throw TextCorpusError.unknownCharacters(name: name, characters: unknown) }
         self.vocabulary = vocabulary; self.index = index; self.ids = ids
         let validationCount = Int((Double(ids.count) * validationFraction).rounded())
         training = ids[..<(ids.count - validationCount)]

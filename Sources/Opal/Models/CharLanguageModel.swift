@@ -166,16 +166,21 @@ extension CharLanguageModel {
         guard let cell = metadata["opal.cell"].flatMap(RecurrentCellKind.init(rawValue:)) else {
             throw CheckpointError.malformedHeader(path: path, reason: "metadata \"opal.cell\" is missing or not lstm, gru or rnn")
         }
-        let codes = (metadata["opal.vocabulary"] ?? "").trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-            .split(separator: ",").map { UInt32($0.trimmingCharacters(in: .whitespaces)).flatMap(Unicode.Scalar.init) }
-        guard !codes.isEmpty, codes.allSatisfy({ $0 != nil }) else {
-            throw CheckpointError.malformedHeader(path: path, reason: "metadata \"opal.vocabulary\" is missing or malformed")
-        }
-        let vocabulary = codes.map { $0! }
+        let vocabulary = try vocabulary(from: metadata, path: path)
         let model = try CharLanguageModel(vocabularySize: vocabulary.count, embeddingSize: integer("opal.embedding_size"),
                                           hiddenSize: integer("opal.hidden_size"), layers: integer("opal.layers"), cell: cell,
                                           nonlinearity: metadata["opal.nonlinearity"].flatMap(RecurrentNonlinearity.init(rawValue:)) ?? .tanh)
         try model.load(from: url, strict: true)   // re-read so that errors name the file
         return (model, vocabulary, metadata)
+    }
+
+    /// The `opal.vocabulary` metadata (a JSON array of code points) of the checkpoint at `path`.
+    static func vocabulary(from metadata: [String: String], path: String) throws -> [Unicode.Scalar] {
+        let codes = (metadata["opal.vocabulary"] ?? "").trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            .split(separator: ",").map { UInt32($0.trimmingCharacters(in: .whitespaces)).flatMap(Unicode.Scalar.init) }
+        guard !codes.isEmpty, codes.allSatisfy({ $0 != nil }) else {
+            throw CheckpointError.malformedHeader(path: path, reason: "metadata \"opal.vocabulary\" is missing or malformed")
+        }
+        return codes.map { $0! }
     }
 }

@@ -33,15 +33,40 @@ public struct LanguageModelReport: Sendable {
     public var charactersPerSecond: Double
 }
 
-/// Trains a `CharLanguageModel` with Adam, gradient clipping by global norm and truncated
-/// backpropagation through time: each step reads the next `sequenceLength` characters of every
+/// A model that predicts the next character of a text: the recurrent `CharLanguageModel` and the
+/// Transformer `GPT` both train with `LanguageModelTrainer`.
+public protocol CharacterLevelModel: Module {
+    var vocabularySize: Int { get }
+    /// Whether the model carries a recurrent state from one chunk of text to the next (truncated
+    /// backpropagation through time); a Transformer sees each chunk on its own.
+    var carriesState: Bool { get }
+    /// An int32 id tensor after checking every id against the vocabulary.
+    func indices(_ ids: [Int32], shape: Shape, on device: Device) throws -> Tensor
+    /// Mean cross-entropy (nats per character) of predicting `targets` [batch, time] from `ids`,
+    /// starting from `state` (recurrent models; ignored otherwise), and the state after the chunk.
+    func loss(_ ids: Tensor, targets: Tensor, carrying state: RecurrentState?) throws -> (loss: Tensor, state: RecurrentState?)
+}
+
+extension CharLanguageModel: CharacterLevelModel {
+    public var carriesState: Bool { true }
+    public func indices(_ ids: [Int32], shape: Shape, on device: Device) throws -> Tensor {
+        try embedding.indices(ids, shape: shape, on: device)
+    }
+    public func loss(_ ids: Tensor, targets: Tensor, carrying state: RecurrentState?) throws -> (loss: Tensor, state: RecurrentState?) {
+        let (loss, next) = try loss(ids, targets: targets, state: state)
+        return (loss, next)
+    }
+}
+
+/// Trains a `CharacterLevelModel` (a `CharLanguageModel` or a `GPT`) with Adam, gradient clipping by global norm and truncated
+/// backpropagation through time (recurrent models): each step reads the next `sequenceLength` characters of every
 /// row of the text (`TextBatches`) starting from the recurrent state the previous step ended with,
 /// detached from its graph. The state restarts from zeros at each new pass over the text.
 ///
 /// A step uploads its ids and runs forward, backward, clipping and the update without any host
 /// wait; the running loss stays on the device and is read only when the progress bar redraws.
 public final class LanguageModelTrainer {
-    public let model: CharLanguageModel
+    public let model: any CharacterLevelModel
     public let corpus: TextCorpus
     public let device: Device
     public let options: LanguageModelTrainingOptions
@@ -65,7 +90,7 @@ public final class LanguageModelTrainer {
 
     /// - Throws: `TextCorpusError.tooShort` when the training text cannot fill a batch,
     ///   `TensorError.invalidArgument` for non-positive settings.
-    public init(model: CharLanguageModel, corpus: TextCorpus, device: Device, options: LanguageModelTrainingOptions) throws {
+    public init(model: any CharacterLevelModel, corpus: TextCorpus, device: Device, options: LanguageModelTrainingOptions) throws {
         guard options.steps > 0 else { throw TensorError.invalidArgument(op: "training", reason: "steps must be positive, got \(options.steps)") }
         guard options.evaluateEvery > 0 else {
             throw TensorError.invalidArgument(op: "training", reason: "evaluateEvery must be positive, got \(options.evaluateEvery)")
@@ -88,10 +113,14 @@ public final class LanguageModelTrainer {
     }
 
     /// The validation text in up to `batchSize` rows of `sequenceLength` steps.
-    private func validationBatches() throws -> TextBatches {
-        let rows = max(1, min(options.batchSize, (corpus.validation.count - 1) / options.sequenceLength))
-        return try TextBatches(corpus.validation, batchSize: rows, sequenceLength: options.sequenceLength, name: corpus.name,
+    private static func validationBatches(_ corpus: TextCorpus, batchSize: Int, sequenceLength: Int) throws -> TextBatches {
+        let rows = max(1, min(batchSize, (corpus.validation.count - 1) / sequenceLength))
+        return try TextBatches(corpus.validation, batchSize: rows, sequenceLength: sequenceLength, name: corpus.name,
                                part: "the validation part")
+    }
+
+    private func validationBatches() throws -> TextBatches {
+        try Self.validationBatches(corpus, batchSize: options.batchSize, sequenceLength: options.sequenceLength)
     }
 
     /// One optimisation step on batch `k` of the pass; returns the loss (not read).
@@ -100,32 +129,42 @@ public final class LanguageModelTrainer {
         if k == 0 { carried = nil }
         let (inputs, targets) = batches.batch(k)
         let shape: Shape = [options.batchSize, options.sequenceLength]
-        let x = try model.embedding.indices(inputs, shape: shape, on: device)
+        let x = try model.indices(inputs, shape: shape, on: device)
         let y = try Tensor(targets, shape: shape, on: device)
         optimizer.zeroGradients()
-        let (loss, state) = try model.loss(x, targets: y, state: carried)
+        let (loss, state) = try model.loss(x, targets: y, carrying: carried)
         try loss.backward()
         if let norm = options.maximumGradientNorm {
             try GradientClipping.clipByGlobalNorm(optimizer.parameters, maximumNorm: norm)
         }
         try optimizer.step()
-        carried = state.detached()
+        carried = state?.detached()
         return loss
     }
 
     /// Mean loss on the validation text in nats per character (evaluation mode, state carried across chunks).
     public func validationLoss() throws -> Double {
-        let validation = try validationBatches()
+        try Self.validationLoss(of: model, on: corpus, batchSize: options.batchSize, sequenceLength: options.sequenceLength,
+                                device: device)
+    }
+
+    /// Mean loss of `model` on the validation part of `corpus` in nats per character (evaluation mode,
+    /// recurrent state carried across chunks), read in rows of `sequenceLength` characters.
+    public static func validationLoss(of model: any CharacterLevelModel, on corpus: TextCorpus, batchSize: Int,
+                                      sequenceLength: Int, device: Device) throws -> Double {
+        let validation = try validationBatches(corpus, batchSize: batchSize, sequenceLength: sequenceLength)
+        try model.move(to: device)
+        let wasTraining = model.isTraining
         model.setTraining(false)
-        defer { model.setTraining(true) }
+        defer { model.setTraining(wasTraining) }
         return try withoutGradients {
             var sum = try Tensor.zeros([], on: device)
             var state: RecurrentState?
             for k in 0..<validation.count {
                 let (inputs, targets) = validation.batch(k)
                 let shape: Shape = [validation.batchSize, validation.sequenceLength]
-                let (loss, next) = try model.loss(try model.embedding.indices(inputs, shape: shape, on: device),
-                                                  targets: try Tensor(targets, shape: shape, on: device), state: state)
+                let (loss, next) = try model.loss(try model.indices(inputs, shape: shape, on: device),
+                                                  targets: try Tensor(targets, shape: shape, on: device), carrying: state)
                 sum = try sum + loss
                 state = next
             }
