@@ -11,6 +11,8 @@ import OpalOpenCL
 /// - R4: `Autoencoder(kind: .dense)` (784-256 ReLU, 256-32; 32-256 ReLU, 256-784 Sigmoid), MSE against
 ///   the input, Adam 1e-3, batch 128.
 /// - R5: `DCGAN()` stepped by `GANTrainer.step(real:)` (noise size 100, Adam 2e-4 with β1 = 0.5), batch 64.
+/// - R6: `GPT` (vocabulary 65, context 64, d_model 128, 4 heads, 2 pre-LN blocks, MLP 4× GELU) on
+///   random ids [32, 64] with next-id targets, cross-entropy, Adam 1e-3.
 ///
 /// `Benchmarks/peers/pytorch_reference.py` builds the same models and optimizers in PyTorch.
 public struct TrainingStepBenchmark {
@@ -19,6 +21,7 @@ public struct TrainingStepBenchmark {
         case cnn = "R2"
         case autoencoder = "R4"
         case gan = "R5"
+        case gpt = "R6"
 
         /// The workload's identifier in the issue and in the PyTorch reference ("R1" …).
         public var identifier: String { rawValue }
@@ -29,6 +32,7 @@ public struct TrainingStepBenchmark {
             case .cnn: "CNN conv 1→32→64 3×3 + max-pool, linear 3136-128-10, batch 64, cross-entropy, Adam"
             case .autoencoder: "dense autoencoder 784-256-32-256-784, batch 128, MSE, Adam"
             case .gan: "DCGAN-small, one D + one G update, batch 64, BCE with logits, Adam 2e-4 β1 0.5"
+            case .gpt: "GPT vocab 65, context 64, d_model 128, 4 heads, 2 pre-LN blocks, MLP 4× GELU, batch 32, Adam"
             }
         }
 
@@ -36,6 +40,7 @@ public struct TrainingStepBenchmark {
             switch self {
             case .mlp, .autoencoder: 128
             case .cnn, .gan: 64
+            case .gpt: 32
             }
         }
 
@@ -78,6 +83,13 @@ public struct TrainingStepBenchmark {
                 // input gradients (except the first layer's).
                 let generatorStep = g + d + d + g + gConv1 + gConv2
                 return 2 * (discriminatorStep + generatorStep)
+            case .gpt:
+                // Per token and block: Q, K, V and output projections (4E²) and the MLP (8E²), plus the
+                // causal attention products (QKᵀ and PV over on average T/2 keys: T·E); then the head E·V.
+                // Forward once, backward twice (input and weight gradients); the embeddings are lookups.
+                let (e, t, v, blocks) = (128.0, 64.0, 65.0, 2.0)
+                let perToken = blocks * (12 * e * e + t * e) + e * v
+                return 2 * 3 * n * t * perToken
             }
         }
 
@@ -87,6 +99,7 @@ public struct TrainingStepBenchmark {
             case .mlp, .autoencoder: 10
             case .cnn: 3
             case .gan: 2
+            case .gpt: 3
             }
         }
 
@@ -97,6 +110,7 @@ public struct TrainingStepBenchmark {
             case .autoencoder: 100
             case .cnn: 30
             case .gan: 20
+            case .gpt: 30
             }
         }
     }
@@ -195,6 +209,19 @@ public struct TrainingStepBenchmark {
             let trainer = try GANTrainer(model: DCGAN(), device: device, options: options)
             let images = try Tensor.uniform([n, 1, 28, 28], in: 0...1, seed: 3, on: device)
             return { _ = try trainer.step(real: images) }
+        case .gpt:
+            let model = try GPT(GPT.Configuration(vocabularySize: 65)).moved(to: device)
+            let optimizer = try Adam(parameters: model.trainableParameters, learningRate: 1e-3)
+            var generator = SeededGenerator(seed: 3)
+            let ids = (0..<(n * 65)).map { _ in Int32.random(in: 0..<65, using: &generator) }
+            let inputs = try Tensor(ids.enumerated().filter { $0.offset % 65 != 64 }.map(\.element), shape: [n, 64], on: device)
+            let targets = try Tensor(ids.enumerated().filter { $0.offset % 65 != 0 }.map(\.element), shape: [n, 64], on: device)
+            return {
+                optimizer.zeroGradients()
+                let (loss, _) = try model.loss(inputs, targets: targets)
+                try loss.backward()
+                try optimizer.step()
+            }
         }
     }
 }

@@ -10,6 +10,9 @@ on the same machine:
 * recurrent layers (K4 LSTM, K5 GRU): torch.nn.LSTM / torch.nn.GRU (one layer, batch first), forward over
   the whole sequence, sum of the outputs, backward (gradients of the weights and of the input); and R3, the
   character LSTM language model's training step. --batch/--seq/--input-size/--hidden change their shapes;
+* attention (K3): torch.nn.functional.scaled_dot_product_attention, causal, fp32, Q/K/V [B, H, N, D]
+  (B 8, H 8, D 64, N 1024; --batch/--seq/--heads/--head-dim change it), forward, sum of the output, backward
+  (gradients of Q, K and V);
 * GEMM (--gemm): C = A·B for square fp32 matrices, in ms and GFLOP/s.
 
 Settings that must match Opal's: fp32 everywhere, TF32 off, data resident on the device, a fixed seed.
@@ -21,6 +24,7 @@ Examples:
     python3 pytorch_reference.py --device cuda --json  # R1 on the GPU, JSON on stdout
     python3 pytorch_reference.py --gemm --threads 2    # GEMM 256…2048
     python3 pytorch_reference.py --workloads K4,K5 --warmup 2 --steps 5   # LSTM / GRU layer fwd + bwd
+    python3 pytorch_reference.py --workloads K3 --seq 4096 --steps 5      # causal attention fwd + bwd
 """
 
 import argparse
@@ -217,6 +221,26 @@ def build_r3(device: torch.device, batch=32, seq=64, input_size=64, hidden=256):
     return supervised_step(model, inputs, targets, loss_fn, optimizer)
 
 
+# K3 (Opal's `AttentionBenchmark`): B 8, H 8, D 64, causal; N = --seq.
+ATTENTION_SHAPE = {"batch": 8, "seq": 1024, "heads": 8, "head_dim": 64}
+
+
+def build_k3(device: torch.device, batch=8, seq=1024, heads=8, head_dim=64):
+    """K3: F.scaled_dot_product_attention(q, k, v, is_causal=True) on fp32 [batch, heads, seq, head_dim] tensors,
+    loss = sum of the output, backward (gradients of q, k and v)."""
+    def operand():
+        return (torch.rand(batch, heads, seq, head_dim, device=device) * 2 - 1).requires_grad_(True)
+    q, k, v = operand(), operand(), operand()
+
+    def step():
+        for tensor in (q, k, v):
+            tensor.grad = None
+        loss = F.scaled_dot_product_attention(q, k, v, is_causal=True).sum()
+        loss.backward()
+        return loss
+    return step
+
+
 # The training-step workloads, each a builder returning a one-step function. The recurrent layer workloads (K4, K5)
 # and R3 take shape overrides. The remaining workloads (R6 GPT …) are added here the same way.
 WORKLOADS: Dict[str, Workload] = {
@@ -230,6 +254,8 @@ WORKLOADS: Dict[str, Workload] = {
                    dict(RECURRENT_LAYER_SHAPE)),
     "K5": Workload("nn.GRU one layer, forward + backward of the sequence (sum of outputs)", build_k5,
                    dict(RECURRENT_LAYER_SHAPE)),
+    "K3": Workload("F.scaled_dot_product_attention causal fp32, forward + backward (sum of outputs)", build_k3,
+                   dict(ATTENTION_SHAPE)),
 }
 
 
@@ -251,7 +277,9 @@ def percentile(sorted_values: List[float], fraction: float) -> float:
 def time_training_step(name: str, device: torch.device, warmup: int, steps: int, overrides=None) -> dict:
     """Times workload `name`; `overrides` ({"batch": …, "seq": …, "input_size": …, "hidden": …}) applies to the
     workloads that take a shape (K4, K5, R3)."""
-    shape = {**WORKLOADS[name].shape, **(overrides or {})} if WORKLOADS[name].shape else {}
+    base = WORKLOADS[name].shape
+    # Each shaped workload takes the overrides it knows (K3 has no input size, K4 no heads).
+    shape = {**base, **{key: value for key, value in (overrides or {}).items() if key in base}} if base else {}
     step = WORKLOADS[name].build(device, **shape)
     for _ in range(warmup):
         step()
@@ -327,9 +355,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seq", type=int, help="sequence length of K4, K5 and R3")
     parser.add_argument("--input-size", type=int, help="input features of K4/K5; the embedding size of R3")
     parser.add_argument("--hidden", type=int, help="hidden size of K4, K5 and R3")
+    parser.add_argument("--heads", type=int, help="attention heads of K3")
+    parser.add_argument("--head-dim", type=int, help="head dimension of K3")
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in
-                 [("batch", args.batch), ("seq", args.seq), ("input_size", args.input_size), ("hidden", args.hidden)]
+                 [("batch", args.batch), ("seq", args.seq), ("input_size", args.input_size), ("hidden", args.hidden),
+                  ("heads", args.heads), ("head_dim", args.head_dim)]
                  if value is not None}
     if any(value <= 0 for value in overrides.values()):
         print(f"error: shape overrides must be positive, got {overrides}", file=sys.stderr)
@@ -356,7 +387,8 @@ def main(argv=None) -> int:
 
     fixed = [name for name in names if not WORKLOADS[name].shape]
     if overrides and fixed:
-        print(f"error: --batch/--seq/--input-size/--hidden apply to K4, K5 and R3, not to {fixed}", file=sys.stderr)
+        print(f"error: --batch/--seq/--input-size/--hidden/--heads/--head-dim apply to K3, K4, K5 and R3, not to {fixed}",
+              file=sys.stderr)
         return 2
 
     report = {name: time_training_step(name, device, args.warmup, args.steps, overrides) for name in names}

@@ -8,7 +8,7 @@ struct BenchTrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train", abstract: "Time reference training steps (forward + backward + optimizer).",
         subcommands: [BenchTrainMLPCommand.self, BenchTrainCNNCommand.self, BenchTrainAutoencoderCommand.self,
-                      BenchTrainGANCommand.self, BenchTrainLSTMCommand.self])
+                      BenchTrainGANCommand.self, BenchTrainLSTMCommand.self, BenchTrainGPTCommand.self])
 }
 
 /// Options shared by the `opal bench train` commands.
@@ -82,6 +82,17 @@ struct BenchTrainGANCommand: ParsableCommand {
     func run() throws { try TrainingStepReport(workload: .gan, options: options, runs: options.runs).run() }
 }
 
+/// `opal bench train gpt`: R6.
+struct BenchTrainGPTCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gpt",
+        abstract: "R6: GPT character model step (vocab 65, context 64, d_model 128, 4 heads, 2 blocks, batch 32, Adam), per device and against PyTorch.")
+
+    @OptionGroup var options: BenchTrainOptions
+
+    func run() throws { try TrainingStepReport(workload: .gpt, options: options, runs: options.runs).run() }
+}
+
 /// A figure the issue quotes for a peer this command does not run.
 struct QuotedReference: Encodable {
     var peer: String
@@ -97,13 +108,15 @@ struct TrainingStepReport {
     /// Timed steps, or nil for the workload's time-budgeted default.
     let runs: Int?
 
-    /// Issue #3's PyTorch CPU figures (2 threads, this machine class), for the table's footer.
-    var issuePyTorchMilliseconds: Double? {
+    /// The issues' PyTorch CPU figures (2 threads, this machine class: #3 for R1–R5, #5 for R6), for the
+    /// table's footer.
+    var issuePyTorchMilliseconds: (issue: Int, milliseconds: Double) {
         switch workload {
-        case .mlp: 4.0
-        case .cnn: 18
-        case .autoencoder: 2.4
-        case .gan: 37
+        case .mlp: (3, 4.0)
+        case .cnn: (3, 18)
+        case .autoencoder: (3, 2.4)
+        case .gan: (3, 37)
+        case .gpt: (5, 38)
         }
     }
 
@@ -112,7 +125,7 @@ struct TrainingStepReport {
         switch workload {
         case .cnn: [QuotedReference(peer: "tinygrad OpenCL (PoCL)", milliseconds: 82, source: "quoted by issue #3, not measured")]
         case .gan: [QuotedReference(peer: "tinygrad OpenCL (PoCL)", milliseconds: 1900, source: "quoted by issue #3, not measured")]
-        case .mlp, .autoencoder: []
+        case .mlp, .autoencoder, .gpt: []
         }
     }
 
@@ -167,9 +180,8 @@ struct TrainingStepReport {
             goal += ratio <= 0.8 ? " (met: \(format(ratio))×)" : " (not met: \(format(ratio))×)"
         }
         print("reference: \(pytorchNote) · \(goal)")
-        if let issue = issuePyTorchMilliseconds {
-            print("issue #3 quotes PyTorch CPU (2 threads) at ≈ \(format(issue, 1)) ms for \(name) on this machine class")
-        }
+        let quotedPyTorch = issuePyTorchMilliseconds
+        print("issue #\(quotedPyTorch.issue) quotes PyTorch CPU (2 threads) at ≈ \(format(quotedPyTorch.milliseconds, 1)) ms for \(name) on this machine class")
         let openCL = results.filter { $0.device.hasPrefix("opencl") }
         for reference in quoted where !openCL.isEmpty {
             let ratios = openCL.map { "\($0.device) \(format($0.step.medianMilliseconds / reference.milliseconds))×" }

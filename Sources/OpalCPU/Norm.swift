@@ -7,6 +7,13 @@ import OpalCore
 // variance exact-ish even when |mean| ≫ std; backward: Σdy and Σdy·(x − mean)), then one Float pass
 // writes the result. Channels are split across threads.
 // The simple references are the Double loops in Tests/OpalCPUTests/NormTests.swift.
+//
+// Layer normalisation over the last axis (mirrors the layer_norm_* kernels of Kernels/norm.cl):
+//   x, y, dy, dx: [rows, columns];  γ, β, dγ, dβ: [columns];  mean, rstd: [rows]
+// Forward: each row's Σ(x − K), Σ(x − K)² (K = the row's first value) in one Double pass, then one Float
+// pass for y. Backward: each row's Σĝ, Σĝ·x̂ (ĝ = dy·γ) in Double, then dx; dγ, dβ are summed over the
+// rows in row order (Double accumulators per column, columns split across threads): deterministic.
+// The simple references are the Double loops in Tests/OpalCPUTests/LayerNormTests.swift.
 
 extension CPUBackend {
     /// `y = (x − mean_c)·invstd_c·γ_c + β_c`, mean and biased variance over batch and spatial;
@@ -89,6 +96,127 @@ extension CPUBackend {
                 }
             }
         }
+    }
+}
+
+extension CPUBackend {
+    /// `y = (x − μ)·rstd·γ + β` per row, μ the row mean, rstd = 1/√(σ² + ε), σ² the biased variance.
+    public func layerNormForward(_ x: any DeviceBuffer, gamma: any DeviceBuffer, beta: any DeviceBuffer,
+                                 output: any DeviceBuffer, mean: any DeviceBuffer,
+                                 reciprocalStandardDeviation: any DeviceBuffer, descriptor d: LayerNormDescriptor) throws {
+        let op = "layerNormForward"
+        if let problem = d.problem { throw TensorError.invalidArgument(op: op, reason: problem) }
+        let x = try cpuBuffer(x, op: op, elements: d.count).floats
+        let g = try cpuBuffer(gamma, op: op, elements: d.columns).floats
+        let b = try cpuBuffer(beta, op: op, elements: d.columns).floats
+        let y = try cpuBuffer(output, op: op, elements: d.count).floats
+        let meanOut = try cpuBuffer(mean, op: op, elements: d.rows).floats
+        let rstdOut = try cpuBuffer(reciprocalStandardDeviation, op: op, elements: d.rows).floats
+        let columns = d.columns
+        let count = Double(columns), epsilon = Double(d.epsilon)
+        parallelRanges(count: d.rows, minimumChunk: max(1, ParallelGrain.cheap / columns)) { start, end in
+            for row in start..<end {
+                let xr = x + row * columns
+                let shift = xr[0]
+                let (sum, sumOfSquares) = shiftedSums(xr, columns, shift: shift)
+                let shiftedMean = sum / count
+                let variance = max(sumOfSquares / count - shiftedMean * shiftedMean, 0)
+                let rowMean = Float(Double(shift) + shiftedMean)
+                let rstd = Float(1 / (variance + epsilon).squareRoot())
+                meanOut[row] = rowMean
+                rstdOut[row] = rstd
+                layerNormRow(xr, g, b, y + row * columns, columns, mean: rowMean, rstd: rstd)
+            }
+        }
+    }
+
+    /// `dx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))`, `dγ = Σ_rows dy·x̂`, `dβ = Σ_rows dy` (x̂ = (x − μ)·rstd, ĝ = dy·γ).
+    public func layerNormBackward(gradOutput: any DeviceBuffer, _ x: any DeviceBuffer, gamma: any DeviceBuffer,
+                                  mean: any DeviceBuffer, reciprocalStandardDeviation: any DeviceBuffer,
+                                  gradInput: any DeviceBuffer, gradGamma: any DeviceBuffer, gradBeta: any DeviceBuffer,
+                                  descriptor d: LayerNormDescriptor) throws {
+        let op = "layerNormBackward"
+        if let problem = d.problem { throw TensorError.invalidArgument(op: op, reason: problem) }
+        let dy = try cpuBuffer(gradOutput, op: op, elements: d.count).floats
+        let x = try cpuBuffer(x, op: op, elements: d.count).floats
+        let g = try cpuBuffer(gamma, op: op, elements: d.columns).floats
+        let meanIn = try cpuBuffer(mean, op: op, elements: d.rows).floats
+        let rstdIn = try cpuBuffer(reciprocalStandardDeviation, op: op, elements: d.rows).floats
+        let dx = try cpuBuffer(gradInput, op: op, elements: d.count).floats
+        let dg = try cpuBuffer(gradGamma, op: op, elements: d.columns).floats
+        let db = try cpuBuffer(gradBeta, op: op, elements: d.columns).floats
+        let (rows, columns) = (d.rows, d.columns)
+        parallelRanges(count: rows, minimumChunk: max(1, ParallelGrain.cheap / columns)) { start, end in
+            for row in start..<end {
+                let offset = row * columns
+                layerNormGradientRow(x + offset, dy + offset, g, dx + offset, columns,
+                                     mean: meanIn[row], rstd: rstdIn[row])
+            }
+        }
+        // dγ, dβ: each column's sum runs over the rows in order, whatever the split.
+        parallelRanges(count: columns, minimumChunk: max(1, ParallelGrain.cheap / rows)) { start, end in
+            let width = end - start
+            let sums = UnsafeMutablePointer<Double>.allocate(capacity: 2 * width)
+            defer { sums.deallocate() }
+            sums.update(repeating: 0, count: 2 * width)
+            for row in 0..<rows {
+                let offset = row * columns + start
+                layerNormParameterSums(x + offset, dy + offset, sums, sums + width, width,
+                                       mean: meanIn[row], rstd: rstdIn[row])
+            }
+            for c in 0..<width {
+                dg[start + c] = Float(sums[c])
+                db[start + c] = Float(sums[width + c])
+            }
+        }
+    }
+}
+
+/// y[c] = (x[c] − mean)·rstd·γ[c] + β[c] for c < n.
+@inline(__always)
+private func layerNormRow(_ x: UnsafePointer<Float>, _ gamma: UnsafePointer<Float>, _ beta: UnsafePointer<Float>,
+                          _ y: UnsafeMutablePointer<Float>, _ n: Int, mean: Float, rstd: Float) {
+    for c in 0..<n { y[c] = (x[c] - mean) * rstd * gamma[c] + beta[c] }
+}
+
+/// One row of dx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)), the two means in Double.
+@inline(__always)
+private func layerNormGradientRow(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ gamma: UnsafePointer<Float>,
+                                  _ dx: UnsafeMutablePointer<Float>, _ n: Int, mean: Float, rstd: Float) {
+    var sum = SIMD8<Double>(), products = SIMD8<Double>()
+    let rawX = UnsafeRawPointer(x), rawDy = UnsafeRawPointer(dy), rawGamma = UnsafeRawPointer(gamma)
+    let means = SIMD8<Float>(repeating: mean), rstds = SIMD8<Float>(repeating: rstd)
+    var j = 0
+    while j + 8 <= n {
+        let gHat = rawDy.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
+            * rawGamma.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
+        let xHat = (rawX.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self) - means) * rstds
+        sum += SIMD8<Double>(gHat)
+        products += SIMD8<Double>(gHat) * SIMD8<Double>(xHat)
+        j += 8
+    }
+    var total = sum.sum(), totalProducts = products.sum()
+    while j < n {
+        let gHat = Double(dy[j] * gamma[j]), xHat = Double((x[j] - mean) * rstd)
+        total += gHat; totalProducts += gHat * xHat
+        j += 1
+    }
+    let meanG = Float(total / Double(n)), meanGX = Float(totalProducts / Double(n))
+    for c in 0..<n {
+        let xHat = (x[c] - mean) * rstd
+        dx[c] = rstd * (dy[c] * gamma[c] - meanG - xHat * meanGX)
+    }
+}
+
+/// gradGamma[c] += dy[c]·(x[c] − mean)·rstd, gradBeta[c] += dy[c] for c < n (one row's share).
+@inline(__always)
+private func layerNormParameterSums(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>,
+                                    _ gradGamma: UnsafeMutablePointer<Double>, _ gradBeta: UnsafeMutablePointer<Double>,
+                                    _ n: Int, mean: Float, rstd: Float) {
+    for c in 0..<n {
+        let g = Double(dy[c])
+        gradGamma[c] += g * Double((x[c] - mean) * rstd)
+        gradBeta[c] += g
     }
 }
 
