@@ -4,7 +4,7 @@
 Measures the same workloads as `opal bench` so Opal's numbers can be read against a mature framework
 on the same machine:
 
-* training steps (R1 MLP, R2 CNN, R4 dense autoencoder, R5 DCGAN): forward, loss, backward and optimizer
+* training steps (R1 MLP, R2 CNN, R4 dense autoencoder, R5 DCGAN, R6 GPT): forward, loss, backward and optimizer
   update of one batch (R5: one discriminator and one generator update), with the data already on the device;
   warm-up steps, then the median (and p10/p90) of many timed steps;
 * recurrent layers (K4 LSTM, K5 GRU): torch.nn.LSTM / torch.nn.GRU (one layer, batch first), forward over
@@ -241,8 +241,90 @@ def build_k3(device: torch.device, batch=8, seq=1024, heads=8, head_dim=64):
     return step
 
 
+class CausalSelfAttention(nn.Module):
+    """Opal's `MultiHeadAttention` used causally: one stacked input projection (in_proj_weight [3E, E], as
+    nn.MultiheadAttention), heads of E / H, F.scaled_dot_product_attention(is_causal=True), out_proj."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x):
+        batch, time_steps, width = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        q, k, v = qkv.view(batch, time_steps, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out_proj(y.transpose(1, 2).reshape(batch, time_steps, width))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """Opal's pre-LN `TransformerBlock` (causal, no cross-attention): parameter names ln1, attn, ln2, mlp.fc1/fc2."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width)
+        self.attn = CausalSelfAttention(width, heads)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = FeedForward(width, 4 * width)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """Opal's `GPT` with the same parameter names (token_embedding, position_embedding, blocks.N.…, ln_f, head),
+    so an Opal checkpoint loads with load_state_dict."""
+
+    def __init__(self, vocabulary=65, context=64, width=128, heads=4, blocks=2):
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocabulary, width)
+        self.position_embedding = nn.Embedding(context, width)
+        self.blocks = nn.ModuleList([Block(width, heads) for _ in range(blocks)])
+        self.ln_f = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocabulary)
+        for embedding in (self.token_embedding, self.position_embedding):
+            nn.init.normal_(embedding.weight, std=0.02)
+
+    def forward(self, ids):
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        x = self.token_embedding(ids) + self.position_embedding(positions)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+
+def build_r6(device: torch.device, batch=32, seq=64):
+    """R6: GPT vocabulary 65, context 64, d_model 128, 4 heads, 2 pre-LN blocks, MLP 4x GELU; random ids
+    [32, 65] split into inputs and next-id targets, mean cross-entropy, Adam 1e-3."""
+    vocabulary = 65
+    model = GPT(vocabulary, seq).to(device)
+    ids = torch.randint(0, vocabulary, (batch, seq + 1), device=device)
+    inputs, targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def loss_fn(logits, labels):
+        return F.cross_entropy(logits.reshape(-1, vocabulary), labels.reshape(-1))
+    return supervised_step(model, inputs, targets, loss_fn, optimizer)
+
+
 # The training-step workloads, each a builder returning a one-step function. The recurrent layer workloads (K4, K5)
-# and R3 take shape overrides. The remaining workloads (R6 GPT …) are added here the same way.
+# and R3 take shape overrides.
 WORKLOADS: Dict[str, Workload] = {
     "R1": Workload("MLP 784-512-512-10 ReLU, cross-entropy, Adam 1e-3, batch 128", build_r1),
     "R2": Workload("CNN conv 32, conv 64, linear 3136-128-10, cross-entropy, Adam 1e-3, batch 64", build_r2),
@@ -254,6 +336,8 @@ WORKLOADS: Dict[str, Workload] = {
                    dict(RECURRENT_LAYER_SHAPE)),
     "K5": Workload("nn.GRU one layer, forward + backward of the sequence (sum of outputs)", build_k5,
                    dict(RECURRENT_LAYER_SHAPE)),
+    "R6": Workload("GPT vocab 65, context 64, d_model 128, 4 heads, 2 pre-LN blocks, MLP 4x GELU, cross-entropy, "
+                   "Adam 1e-3, batch 32", build_r6),
     "K3": Workload("F.scaled_dot_product_attention causal fp32, forward + backward (sum of outputs)", build_k3,
                    dict(ATTENTION_SHAPE)),
 }
