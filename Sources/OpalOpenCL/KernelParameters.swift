@@ -78,6 +78,56 @@ public struct GemmParameters: Hashable, Sendable, CustomStringConvertible {
                                                  preferredEngine: .opal)
 }
 
+/// Tiles of the fused attention kernels (`Kernels/attention.cl`), compiled in as `-D` options together with
+/// the head dimension (one program per D).
+///
+/// A work-group of `rowsPerGroup` work-items owns that many query rows (forward, dQ) or key rows (dK/dV), each
+/// keeping its row's vectors in private memory; the other operands stream through local memory in tiles of T
+/// rows: 2 tiles of [T, D] in the forward kernel (Kᵀ, V), 3 in the dQ kernel (Kᵀ, K, Vᵀ), 4 in the dK/dV kernel
+/// (Qᵀ, Q, dOᵀ, dO). T is the largest power of two ≤ `maximumTile` whose tiles fit `localMemoryBytes`
+/// (and the device's local memory): 32 at D = 64 and 8–16 at D = 128 with 48 KiB.
+public struct AttentionParameters: Hashable, Sendable, CustomStringConvertible {
+    /// Work-items per work-group (query or key rows per group), shrunk to the kernel's work-group limit.
+    public var rowsPerGroup: Int
+    /// The largest tile (rows of K, V or Q, dO per local-memory tile).
+    public var maximumTile: Int
+    /// Local memory the tiles may take, in bytes (capped further by the device's local memory).
+    public var localMemoryBytes: Int
+
+    public init(rowsPerGroup: Int, maximumTile: Int, localMemoryBytes: Int) {
+        self.rowsPerGroup = rowsPerGroup; self.maximumTile = maximumTile; self.localMemoryBytes = localMemoryBytes
+    }
+
+    /// Tile rows (forward keys, dQ keys, dK/dV queries) for head dimension `headDimension` on a device with
+    /// `deviceLocalMemory` bytes of local memory (512 bytes of which are left to the compiler).
+    public func tiles(headDimension: Int, deviceLocalMemory: Int) -> (forward: Int, gradientKeys: Int, gradientQueries: Int) {
+        let budget = max(0, min(localMemoryBytes, deviceLocalMemory) - 512)
+        func fit(_ matrices: Int, extraBytesPerRow: Int) -> Int {
+            var tile = largestPowerOfTwo(atMost: max(1, maximumTile))
+            while tile > 1 && tile * (matrices * headDimension * 4 + extraBytesPerRow) > budget { tile /= 2 }
+            return tile
+        }
+        return (fit(2, extraBytesPerRow: 4), fit(3, extraBytesPerRow: 4), fit(4, extraBytesPerRow: 8))
+    }
+
+    /// The `-D` options of attention.cl for head dimension `headDimension`.
+    public func buildOptions(headDimension: Int, deviceLocalMemory: Int) -> String {
+        let t = tiles(headDimension: headDimension, deviceLocalMemory: deviceLocalMemory)
+        return "-DHEAD_DIM=\(headDimension) -DATTN_KEY_TILE=\(t.forward) -DATTN_GRAD_KEY_TILE=\(t.gradientKeys) "
+            + "-DATTN_QUERY_TILE=\(t.gradientQueries)"
+    }
+
+    public var description: String {
+        "\(rowsPerGroup) rows per work-group, tiles of ≤ \(maximumTile) rows in ≤ \(localMemoryBytes) bytes of local memory"
+    }
+
+    /// GPUs: 64 rows per work-group (two warps / one wavefront), tiles in 48 KiB (the static local memory of
+    /// an NVIDIA block).
+    public static let portable = AttentionParameters(rowsPerGroup: 64, maximumTile: 32, localMemoryBytes: 48 << 10)
+    /// CPU devices (PoCL): a work-group is a loop over its rows; 64 KiB of tiles stay in L2.
+    public static let cpu = AttentionParameters(rowsPerGroup: 64, maximumTile: 32, localMemoryBytes: 64 << 10)
+}
+
 /// The per-device table: the most specific matching entry wins (default → device type → vendor →
 /// device name). Matching is by case-insensitive substring.
 enum KernelParameterTable {
@@ -121,6 +171,8 @@ struct OpenCLKernelParameters: Hashable, Sendable {
     var gemmTile = 16
     /// The fast GEMM kernel's tiles.
     var gemm = GemmParameters.portable
+    /// The fused attention kernels' tiles (`attention.buildOptions(…)` is added to `buildOptions`).
+    var attention = AttentionParameters.portable
 
     /// The table's entry for `device` (or OPAL_GEMM_PARAMETERS, see `GemmParameters.init?(specification:)`),
     /// shrunk to the device's work-group limit.
@@ -138,6 +190,7 @@ struct OpenCLKernelParameters: Hashable, Sendable {
             if !chosen.isValid(maximumWorkGroupSize: device.maxWorkGroupSize) { chosen.tileM = 8; chosen.tileN = 8 }
         }
         gemm = chosen
+        attention = device.type == .cpu ? .cpu : .portable
     }
 
     /// Device-independent values (the portable GEMM entry) under a work-group limit.

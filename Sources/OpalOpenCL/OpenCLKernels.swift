@@ -28,6 +28,11 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
     case avgPool2D = "avg_pool_2d", avgPool2DBackward = "avg_pool_2d_backward"
     // norm.cl
     case batchNormForward = "batch_norm_forward", batchNormBackward = "batch_norm_backward"
+    case layerNormForward = "layer_norm_forward", layerNormBackward = "layer_norm_backward"
+    case layerNormParamPartial = "layer_norm_param_partial", layerNormParamReduce = "layer_norm_param_reduce"
+    // attention.cl (one program per head dimension: launched by AttentionKernelTable in OpenCLBackend+Attention.swift)
+    case attentionForward = "attention_forward", attentionDelta = "attention_delta"
+    case attentionBackwardKV = "attention_backward_kv", attentionBackwardQ = "attention_backward_q"
     // recurrent.cl
     case lstmCellForward = "lstm_cell_forward", lstmCellBackward = "lstm_cell_backward"
     case gruCellForward = "gru_cell_forward", gruCellBackward = "gru_cell_backward"
@@ -50,7 +55,9 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
         case .convIm2col, .convCol2im, .convScatter, .convGather, .convForwardImplicit, .convForwardImplicitRows:
             "conv"
         case .maxPool2D, .maxPool2DBackward, .avgPool2D, .avgPool2DBackward: "pool"
-        case .batchNormForward, .batchNormBackward: "norm"
+        case .batchNormForward, .batchNormBackward, .layerNormForward, .layerNormBackward, .layerNormParamPartial,
+             .layerNormParamReduce: "norm"
+        case .attentionForward, .attentionDelta, .attentionBackwardKV, .attentionBackwardQ: "attention"
         case .lstmCellForward, .lstmCellBackward, .gruCellForward, .gruCellBackward: "recurrent"
         case .embeddingGather, .embeddingScatterPartial, .embeddingScatterReduce: "embedding"
         case .peakFMA, .peakCopy: "peak"
