@@ -152,4 +152,4 @@ struct TrainViTCommand: ParsableCommand {
 }
 
 /// The `opal train` subcommands of the Transformer family.
-let transformerTrainCommands: [ParsableCommand.Type] = [TrainGPTCommand.self, TrainViTCommand.self]
+let transformerTrainCommands: [ParsableCommand.Type] = [TrainGPTCommand.self, TrainSeq2SeqCommand.self, TrainViTCommand.self]
