@@ -22,6 +22,12 @@ protocol UnaryFunction {
 
 extension UnaryFunction { static var isExpensive: Bool { false } }
 
+/// A transcendental function with an 8-lane form built on the vector `exponential` (Attention.swift),
+/// because the scalar libm calls (`expf`) keep the loop from vectorising.
+protocol VectorUnaryFunction: UnaryFunction {
+    func callAsFunction(_ x: SIMD8<Float>) -> SIMD8<Float>
+}
+
 private let sqrtTwoOverPi: Float = 0.797_884_560_802_865_4
 private let geluCubic: Float = 0.044_715
 
@@ -45,9 +51,10 @@ struct LeakyReLU: UnaryFunction {
     let slope: Float
     @inline(__always) func callAsFunction(_ x: Float) -> Float { x > 0 ? x : slope * x }
 }
-struct Sigmoid: UnaryFunction {
+struct Sigmoid: VectorUnaryFunction {
     static var isExpensive: Bool { true }
     @inline(__always) func callAsFunction(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
+    @inline(__always) func callAsFunction(_ x: SIMD8<Float>) -> SIMD8<Float> { 1 / (1 + exponential(-x)) }
 }
 struct HyperbolicTangent: UnaryFunction {
     static var isExpensive: Bool { true }
@@ -55,20 +62,29 @@ struct HyperbolicTangent: UnaryFunction {
 }
 /// 0.5·x·(1 + tanh(u)) with u = √(2/π)·(x + 0.044715·x³), evaluated as x·σ(2u) (the same value, since
 /// 1 + tanh u = 2σ(2u)) so that the tail for negative x does not cancel to zero.
-struct GELU: UnaryFunction {
+struct GELU: VectorUnaryFunction {
     static var isExpensive: Bool { true }
     @inline(__always) func callAsFunction(_ x: Float) -> Float {
         let u = sqrtTwoOverPi * (x + geluCubic * x * x * x)
         return x / (1 + Foundation.exp(-2 * u))
     }
+    @inline(__always) func callAsFunction(_ x: SIMD8<Float>) -> SIMD8<Float> {
+        let u = sqrtTwoOverPi * (x + geluCubic * x * x * x)
+        return x / (1 + exponential(-2 * u))
+    }
 }
 /// d/dx of GELU: with t = tanh u, 0.5(1 + t) + 0.5·x·(1 − t²)·√(2/π)(1 + 3·0.044715x²),
 /// evaluated with s = σ(2u) = 0.5(1 + t) and 1 − t² = 4s(1 − s): s + 2x·s(1 − s)·√(2/π)(1 + 0.134145x²).
-struct GELUDerivative: UnaryFunction {
+struct GELUDerivative: VectorUnaryFunction {
     static var isExpensive: Bool { true }
     @inline(__always) func callAsFunction(_ x: Float) -> Float {
         let u = sqrtTwoOverPi * (x + geluCubic * x * x * x)
         let s = 1 / (1 + Foundation.exp(-2 * u))
+        return s + 2 * x * s * (1 - s) * sqrtTwoOverPi * (1 + 3 * geluCubic * x * x)
+    }
+    @inline(__always) func callAsFunction(_ x: SIMD8<Float>) -> SIMD8<Float> {
+        let u = sqrtTwoOverPi * (x + geluCubic * x * x * x)
+        let s = 1 / (1 + exponential(-2 * u))
         return s + 2 * x * s * (1 - s) * sqrtTwoOverPi * (1 + 3 * geluCubic * x * x)
     }
 }
@@ -109,9 +125,9 @@ extension CPUBackend {
         case .square: map(Square(), x, y, count)
         case .relu: map(ReLU(), x, y, count)
         case let .leakyRelu(slope): map(LeakyReLU(slope: slope), x, y, count)
-        case .sigmoid: map(Sigmoid(), x, y, count)
+        case .sigmoid: mapVectors(Sigmoid(), x, y, count)
         case .tanh: map(HyperbolicTangent(), x, y, count)
-        case .gelu: map(GELU(), x, y, count)
+        case .gelu: mapVectors(GELU(), x, y, count)
         case .softplus: map(Softplus(), x, y, count)
         case let .power(exponent):
             switch exponent {
@@ -124,7 +140,7 @@ extension CPUBackend {
         case let .affine(scale, shift): map(Affine(scale: scale, shift: shift), x, y, count)
         case .step: map(Step(), x, y, count)
         case let .leakyReluDerivative(slope): map(LeakyReLUDerivative(slope: slope), x, y, count)
-        case .geluDerivative: map(GELUDerivative(), x, y, count)
+        case .geluDerivative: mapVectors(GELUDerivative(), x, y, count)
         }
     }
 
@@ -137,6 +153,29 @@ extension CPUBackend {
             mapKernel(f, x + start, y + start, end - start)
         }
     }
+}
+
+extension CPUBackend {
+    /// `y[i] = f(x[i])` eight lanes at a time (the last `count mod 8` elements with the scalar form).
+    @inline(__always)
+    private func mapVectors<F: VectorUnaryFunction>(_ f: F, _ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                                                    _ count: Int) {
+        parallelRanges(count: count, minimumChunk: ParallelGrain.expensive) { start, end in
+            vectorMapKernel(f, x + start, y + start, end - start)
+        }
+    }
+}
+
+@inline(__always)
+private func vectorMapKernel<F: VectorUnaryFunction>(_ f: F, _ x: UnsafeMutablePointer<Float>,
+                                                     _ y: UnsafeMutablePointer<Float>, _ count: Int) {
+    let vectors = count / 8
+    let source = UnsafeRawPointer(x), destination = UnsafeMutableRawPointer(y)
+    for index in 0..<vectors {   // the buffers need not be 32-byte aligned
+        let lanes = source.loadUnaligned(fromByteOffset: index * 32, as: SIMD8<Float>.self)
+        destination.storeBytes(of: f(lanes), toByteOffset: index * 32, as: SIMD8<Float>.self)
+    }
+    for index in (vectors * 8)..<count { y[index] = f(x[index]) }
 }
 
 /// The loop takes everything as parameters: inside a closure the captured pointers would be reloaded
