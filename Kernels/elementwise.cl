@@ -13,10 +13,11 @@
 //                  shape[0..<rank] (rank ≤ 8; shape and strides passed by value as int8; unused lanes ignored).
 //                  ⊕ codes: 0 add  1 subtract  2 multiply  3 divide  4 power  5 maximum  6 minimum
 //   strided_copy   dst[dstOffset + Σ idx·dstStrides] = src[srcOffset + Σ idx·srcStrides] (rank ≤ 8).
+//   strided_copy_rows, binary_strided_rows  the same, one work-item per innermost row (CPU-class devices).
 //   transpose_tiled  dst[b·rows·columns + c·rows + r] = src[srcOffset + b·srcStride + r·ld + c] for r < rows,
 //                  c < columns, b < batch: each matrix of the batch transposed into a packed [columns, rows].
 //
-// Launch geometry: 1-D for all kernels but transpose_tiled: global = count rounded up to a multiple of
+// Launch geometry: 1-D for all kernels but transpose_tiled (the *_rows forms: one work-item per row): global = count rounded up to a multiple of
 // WGS, local = WGS; every work-item with get_global_id(0) ≥ count returns at once.
 // transpose_tiled: 3-D, local (TT, TT, 1), global (columns and rows rounded up to TT, batch). A group
 // reads a TT×TT tile row by row (consecutive work-items, consecutive source columns) into local memory
@@ -47,19 +48,19 @@ inline float opal_unary(int op, float x, float a, float b) {
     case 9: return x > 0.0f ? x : a * x;
     case 10: return 1.0f / (1.0f + exp(-x));
     case 11: return tanh(x);
-    case 12: {
+    case 12: {   // 0.5·x·(1 + tanh u) = x·σ(2u): one exp, and no cancellation in the negative tail
         float u = GELU_C * (x + GELU_K * x * x * x);
-        return 0.5f * x * (1.0f + tanh(u));
+        return x / (1.0f + exp(-2.0f * u));
     }
     case 13: return fmax(x, 0.0f) + log1p(exp(-fabs(x)));
     case 14: return pow(x, a);
     case 15: return a * x + b;
     case 16: return x > 0.0f ? 1.0f : 0.0f;
     case 17: return x > 0.0f ? 1.0f : a;
-    case 18: {
+    case 18: {   // with s = σ(2u) = (1 + tanh u)/2 and 1 − tanh²u = 4s(1 − s)
         float u = GELU_C * (x + GELU_K * x * x * x);
-        float t = tanh(u);
-        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * GELU_K * x * x);
+        float s = 1.0f / (1.0f + exp(-2.0f * u));
+        return s + 2.0f * x * s * (1.0f - s) * GELU_C * (1.0f + 3.0f * GELU_K * x * x);
     }
     default: return NAN;
     }
@@ -143,6 +144,56 @@ __kernel void strided_copy(const __global float* src, __global float* dst, const
     int from = srcOffset, to = dstOffset;
     OPAL_OFFSETS(i, rank, s, ss, ds, from, to);
     dst[to] = src[from];
+}
+
+// The *_rows forms, for CPU-class devices: one work-item per row of the innermost axis, whose `inner`
+// elements are contiguous in dst / out (and in src, a, b, or broadcast there with an inner stride of 0).
+// The row's offsets are computed once over the outer axes (shape[0..<rank]), and the loop along the row
+// is plain contiguous code the compiler vectorises, instead of rank divisions per element.
+// Launch geometry: 1-D over the rows, rounded up to WGS.
+__kernel void strided_copy_rows(const __global float* src, __global float* dst, const int rows, const int inner,
+                                const int rank, const int8 shape, const int8 srcStrides, const int8 dstStrides,
+                                const int srcOffset, const int dstOffset) {
+    const int r = get_global_id(0);
+    if (r >= rows) return;
+    int s[8], ss[8], ds[8];
+    vstore8(shape, 0, s);
+    vstore8(srcStrides, 0, ss);
+    vstore8(dstStrides, 0, ds);
+    int from = srcOffset, to = dstOffset;
+    OPAL_OFFSETS(r, rank, s, ss, ds, from, to);
+    const __global float* in = src + from;
+    __global float* out = dst + to;
+    for (int k = 0; k < inner; ++k) out[k] = in[k];
+}
+
+// out: [rows, inner] contiguous; innerA, innerB ∈ {0, 1}: the operands' strides along the row.
+__kernel void binary_strided_rows(const __global float* a, const __global float* b, __global float* out,
+                                  const int rows, const int inner, const int op, const int rank, const int8 shape,
+                                  const int8 stridesA, const int8 stridesB, const int innerA, const int innerB) {
+    const int r = get_global_id(0);
+    if (r >= rows) return;
+    int s[8], sa[8], sb[8];
+    vstore8(shape, 0, s);
+    vstore8(stridesA, 0, sa);
+    vstore8(stridesB, 0, sb);
+    int offsetA = 0, offsetB = 0;
+    OPAL_OFFSETS(r, rank, s, sa, sb, offsetA, offsetB);
+    const __global float* x = a + offsetA;
+    const __global float* y = b + offsetB;
+    __global float* z = out + (long)r * inner;
+    if (innerA == 1 && innerB == 1) {
+        for (int k = 0; k < inner; ++k) z[k] = opal_binary(op, x[k], y[k]);
+    } else if (innerA == 1) {
+        const float yk = y[0];
+        for (int k = 0; k < inner; ++k) z[k] = opal_binary(op, x[k], yk);
+    } else if (innerB == 1) {
+        const float xk = x[0];
+        for (int k = 0; k < inner; ++k) z[k] = opal_binary(op, xk, y[k]);
+    } else {
+        const float value = opal_binary(op, x[0], y[0]);
+        for (int k = 0; k < inner; ++k) z[k] = value;
+    }
 }
 
 __kernel void transpose_tiled(const __global float* src, const int srcOffset, const int ld, const int srcStride,

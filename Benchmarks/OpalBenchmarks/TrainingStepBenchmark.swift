@@ -164,6 +164,23 @@ public struct TrainingStepBenchmark {
                       step: measurement, hostWaitsPerStep: waits, flopsPerStep: workload.flopsPerStep)
     }
 
+    /// The device time per kernel over `steps` training steps (after warm-up) on an OpenCL device; nil
+    /// elsewhere. CLBlast's GEMMs, where used, are not included.
+    public func kernelProfile(on device: Device, steps: Int = 5) throws -> [KernelProfile.Entry]? {
+        guard let backend = device.backend as? OpenCLBackend else { return nil }
+        let step = try makeStep(on: device)
+        for _ in 0..<(warmup ?? workload.warmupSteps) { try step() }
+        try device.synchronize()
+        let profile = KernelProfile()
+        backend.kernelProfile = profile
+        defer { backend.kernelProfile = nil }
+        for _ in 0..<steps { try step() }
+        try device.synchronize()
+        return try profile.summary().map {
+            KernelProfile.Entry(kernel: $0.kernel, launches: $0.launches / steps, milliseconds: $0.milliseconds / Double(steps))
+        }
+    }
+
     /// Builds the model, optimizer(s) and batch on `device` and returns one training step.
     func makeStep(on device: Device) throws -> () throws -> Void {
         Random.seed(1)

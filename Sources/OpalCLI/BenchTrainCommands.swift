@@ -28,6 +28,9 @@ struct BenchTrainOptions: ParsableArguments {
     @Flag(name: .customLong("no-pytorch"), help: "Skip the PyTorch reference.")
     var noPyTorch = false
 
+    @Flag(help: "On OpenCL devices, also print the device time per kernel of one step (from profiling events).")
+    var profile = false
+
     func validate() throws {
         if let device { do { _ = try DeviceRequest(parsing: device) } catch { throw ValidationError("\(error)") } }
         if let runs, runs <= 0 { throw ValidationError("--runs must be positive, got \(runs)") }
@@ -190,6 +193,21 @@ struct TrainingStepReport {
         }
         print("timing: \(Set(results.map(\.step.clock)).sorted().joined(separator: ", ")) · "
               + "GFLOP/s counts the matrix products and convolutions only")
+        if options.profile { try printKernelProfiles(benchmark) }
+    }
+
+    /// The kernels of one step on each OpenCL device, largest device time first (the top 15).
+    func printKernelProfiles(_ benchmark: TrainingStepBenchmark) throws {
+        for device in try devices() {
+            guard let entries = try benchmark.kernelProfile(on: device) else { continue }
+            let total = entries.reduce(0) { $0 + $1.milliseconds }
+            print("\nkernels of one \(workload.identifier) step on \(device.name): \(format(total, 3)) ms of device time in \(entries.reduce(0) { $0 + $1.launches }) launches (CLBlast GEMMs not seen)")
+            print(pad("ms", 10) + pad("share", 8) + pad("launches", 10) + "  kernel")
+            for entry in entries.prefix(15) {
+                print(pad(format(entry.milliseconds, 3), 10) + pad(format(100 * entry.milliseconds / max(total, 1e-9), 1) + "%", 8)
+                      + pad(String(entry.launches), 10) + "  " + entry.kernel)
+            }
+        }
     }
 
     /// PyTorch's median step on the CPU for this workload, measured now, and a line saying what it is.

@@ -54,23 +54,10 @@ private final class AttentionKernelTable: @unchecked Sendable {
                               maximumWorkGroupSize: try object.maxWorkGroupSize(device: backend.device))
                 entries[key] = entry
             }
-            for (index, argument) in arguments.enumerated() {
-                switch argument {
-                case let .buffer(buffer): try entry.kernel.setArgument(index, buffer)
-                case let .int(value):
-                    guard let narrow = Int32(exactly: value) else {
-                        throw TensorError.invalidArgument(
-                            op: kernel.rawValue, reason: "argument \(index) = \(value) does not fit in 32 bits")
-                    }
-                    try entry.kernel.setArgument(index, narrow)
-                case let .int32(value): try entry.kernel.setArgument(index, value)
-                case let .uint32(value): try entry.kernel.setArgument(index, value)
-                case let .float(value): try entry.kernel.setArgument(index, value)
-                case let .vector(value): try entry.kernel.setArgument(index, value)
-                }
-            }
+            try OpenCLBackend.setArguments(arguments, of: entry.kernel, name: kernel.rawValue)
             let local = largestPowerOfTwo(atMost: max(1, min(rows, entry.maximumWorkGroupSize)))
-            try backend.queue.enqueue(entry.kernel, global: [roundUp(count, to: local), problems], local: [local, 1])
+            try backend.enqueueRecorded(entry.kernel, name: kernel.rawValue, global: [roundUp(count, to: local), problems],
+                                        local: [local, 1])
         }
     }
 }

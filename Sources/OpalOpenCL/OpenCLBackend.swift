@@ -48,6 +48,15 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
 
     private let lock = NSLock()
     private var kernels: [OpenCLKernel: (kernel: CLKernel, maximumWorkGroupSize: Int)] = [:]
+    private let profileLock = NSLock()
+    private var _kernelProfile: KernelProfile?
+
+    /// When set, every kernel Opal enqueues itself records its launch event here (CLBlast's GEMMs are not
+    /// seen); `KernelProfile.summary()` then gives the device time per kernel. Nil (the default) costs nothing.
+    public var kernelProfile: KernelProfile? {
+        get { profileLock.withLock { _kernelProfile } }
+        set { profileLock.withLock { _kernelProfile = newValue } }
+    }
     private var selectedGemmEngine = GemmEngine.clblast
     private var clblastFailed = false
 
@@ -181,6 +190,17 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
             throw TensorError.invalidArgument(
                 op: "binary", reason: "layout \(layout) has rank \(collapsed.rank) after collapsing, above \(maximumKernelRank)")
         }
+        if let rows = rowsLayout(collapsed, innerStrides: [0, 1]) {
+            try launch(.binaryStridedRows, [
+                .buffer(left.buffer), .buffer(right.buffer), .buffer(output.buffer), .int(rows.count), .int(rows.inner),
+                .int32(op.kernelCode), .int(collapsed.rank - 1),
+                .vector(CollapsedLayout.vector(rows.outerShape, padding: 1)),
+                .vector(CollapsedLayout.vector(rows.outerStrides[0], padding: 0)),
+                .vector(CollapsedLayout.vector(rows.outerStrides[1], padding: 0)),
+                .int(rows.innerStrides[0]), .int(rows.innerStrides[1]),
+            ], count: rows.count)
+            return
+        }
         try launch(.binaryStrided, [
             .buffer(left.buffer), .buffer(right.buffer), .buffer(output.buffer), .int(count),
             .int32(op.kernelCode), .int(collapsed.rank),
@@ -209,6 +229,16 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
             throw TensorError.invalidArgument(
                 op: "copy", reason: "layout \(layout) has rank \(collapsed.rank) after collapsing, above \(maximumKernelRank)")
         }
+        if source.buffer !== target.buffer, let rows = rowsLayout(collapsed, innerStrides: [1]) {
+            try launch(.stridedCopyRows, [
+                .buffer(source.buffer), .buffer(target.buffer), .int(rows.count), .int(rows.inner), .int(collapsed.rank - 1),
+                .vector(CollapsedLayout.vector(rows.outerShape, padding: 1)),
+                .vector(CollapsedLayout.vector(rows.outerStrides[0], padding: 0)),
+                .vector(CollapsedLayout.vector(rows.outerStrides[1], padding: 0)),
+                .int(layout.srcOffset), .int(layout.dstOffset),
+            ], count: rows.count)
+            return
+        }
         try launch(.stridedCopy, [
             .buffer(source.buffer), .buffer(target.buffer), .int(count), .int(collapsed.rank),
             .vector(CollapsedLayout.vector(collapsed.shape, padding: 1)),
@@ -216,6 +246,19 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
             .vector(CollapsedLayout.vector(collapsed.strides[1], padding: 0)),
             .int(layout.srcOffset), .int(layout.dstOffset),
         ], count: count)
+    }
+
+    /// On CPU-class devices, a layout whose innermost axis is long and has a stride in `innerStrides` in
+    /// every stride set (binary: the two operands; copy: source and destination) as rows: the outer axes,
+    /// the row length and the operands' strides along the row. Nil where the element-wise kernels fit better
+    /// (GPUs, short rows).
+    private func rowsLayout(_ collapsed: CollapsedLayout, innerStrides allowed: Set<Int>)
+        -> (count: Int, inner: Int, outerShape: [Int], outerStrides: [[Int]], innerStrides: [Int])? {
+        guard kind == .openCLCPU, collapsed.rank >= 2, let inner = collapsed.shape.last, inner >= 16,
+              collapsed.strides.allSatisfy({ allowed.contains($0.last ?? -1) }) else { return nil }
+        let outerShape = Array(collapsed.shape.dropLast())
+        return (outerShape.reduce(1, *), inner, outerShape, collapsed.strides.map { Array($0.dropLast()) },
+                collapsed.strides.map { $0.last! })
     }
 
     // MARK: Reductions
@@ -381,24 +424,35 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
                  local: (Int) throws -> [Int]) throws {
         try lock.withLock {
             let entry = try kernelLocked(kernel)
-            for (index, argument) in arguments.enumerated() {
-                switch argument {
-                case let .buffer(buffer): try entry.kernel.setArgument(index, buffer)
-                case let .int(value):
-                    guard let narrow = Int32(exactly: value) else {
-                        throw TensorError.invalidArgument(
-                            op: kernel.rawValue, reason: "argument \(index) = \(value) does not fit in 32 bits")
-                    }
-                    try entry.kernel.setArgument(index, narrow)
-                case let .int32(value): try entry.kernel.setArgument(index, value)
-                case let .uint32(value): try entry.kernel.setArgument(index, value)
-                case let .float(value): try entry.kernel.setArgument(index, value)
-                case let .vector(value): try entry.kernel.setArgument(index, value)
-                }
-            }
+            try Self.setArguments(arguments, of: entry.kernel, name: kernel.rawValue)
             let localSize = try local(entry.maximumWorkGroupSize)
-            try queue.enqueue(entry.kernel, global: global(localSize.reduce(1, *)), local: localSize)
+            try enqueueRecorded(entry.kernel, name: kernel.rawValue, global: global(localSize.reduce(1, *)), local: localSize)
         }
+    }
+
+    /// Sets `arguments` on `kernel` in order (call with the kernel's lock held until it is enqueued).
+    static func setArguments(_ arguments: [KernelArgument], of kernel: CLKernel, name: String) throws {
+        for (index, argument) in arguments.enumerated() {
+            switch argument {
+            case let .buffer(buffer): try kernel.setArgument(index, buffer)
+            case let .int(value):
+                guard let narrow = Int32(exactly: value) else {
+                    throw TensorError.invalidArgument(op: name, reason: "argument \(index) = \(value) does not fit in 32 bits")
+                }
+                try kernel.setArgument(index, narrow)
+            case let .int32(value): try kernel.setArgument(index, value)
+            case let .uint32(value): try kernel.setArgument(index, value)
+            case let .float(value): try kernel.setArgument(index, value)
+            case let .vector(value): try kernel.setArgument(index, value)
+            }
+        }
+    }
+
+    /// Enqueues `kernel`, recording its event in `kernelProfile` when one is collecting.
+    func enqueueRecorded(_ kernel: CLKernel, name: String, global: [Int], local: [Int]) throws {
+        let profile = kernelProfile
+        let event = try queue.enqueue(kernel, global: global, local: local, wantsEvent: profile != nil)
+        if let profile, let event { profile.record(name, event) }
     }
 
     /// 1-D launch over `count` work-items (rounded up to whole work-groups; the kernels bounds-check).
@@ -418,4 +472,37 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
 
 func roundUp(_ value: Int, to multiple: Int) -> Int {
     (value + multiple - 1) / multiple * multiple
+}
+
+/// Device time per kernel, from the profiling events of the launches recorded while it was attached to
+/// an `OpenCLBackend` (`backend.kernelProfile = KernelProfile()`).
+public final class KernelProfile: @unchecked Sendable {
+    // @unchecked: `launches` is guarded by `lock`.
+    public struct Entry: Sendable {
+        public var kernel: String
+        public var launches: Int
+        public var milliseconds: Double
+        public init(kernel: String, launches: Int, milliseconds: Double) {
+            self.kernel = kernel; self.launches = launches; self.milliseconds = milliseconds
+        }
+    }
+
+    private let lock = NSLock()
+    private var launches: [(name: String, event: CLEvent)] = []
+
+    public init() {}
+
+    func record(_ name: String, _ event: CLEvent) { lock.withLock { launches.append((name, event)) } }
+
+    /// Waits for the recorded launches and sums their device time per kernel, largest first.
+    public func summary() throws -> [Entry] {
+        let recorded = lock.withLock { launches }
+        var totals: [String: Entry] = [:]
+        for (name, event) in recorded {
+            let nanoseconds = try event.profilingNanoseconds(.end) - event.profilingNanoseconds(.start)
+            totals[name, default: Entry(kernel: name, launches: 0, milliseconds: 0)].launches += 1
+            totals[name]!.milliseconds += Double(nanoseconds) / 1e6
+        }
+        return totals.values.sorted { $0.milliseconds > $1.milliseconds }
+    }
 }

@@ -5,6 +5,7 @@ import OpalCore
 enum OpenCLKernel: String, CaseIterable, Sendable {
     // elementwise.cl
     case fill, unary, binaryFlat = "binary_flat", binaryStrided = "binary_strided", stridedCopy = "strided_copy"
+    case binaryStridedRows = "binary_strided_rows", stridedCopyRows = "strided_copy_rows"
     case transposeTiled = "transpose_tiled"
     // reduce.cl
     case reduceRows = "reduce_rows", reduceColumns = "reduce_columns"
@@ -45,7 +46,8 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
     /// The `Kernels/<family>.cl` file that defines the kernel.
     var family: String {
         switch self {
-        case .fill, .unary, .binaryFlat, .binaryStrided, .stridedCopy, .transposeTiled: "elementwise"
+        case .fill, .unary, .binaryFlat, .binaryStrided, .stridedCopy, .transposeTiled, .binaryStridedRows,
+             .stridedCopyRows: "elementwise"
         case .reduceRows, .reduceColumns, .argmaxRows, .argmaxColumns: "reduce"
         case .softmaxRows, .softmaxBackwardRows: "softmax"
         case .crossEntropyRows, .crossEntropyBackwardRows: "loss"

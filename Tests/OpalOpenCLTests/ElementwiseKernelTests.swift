@@ -95,6 +95,46 @@ final class ElementwiseKernelTests: KernelTestCase {
         }
     }
 
+    /// Layouts whose innermost axis is long (≥ 16) and contiguous, which CPU-class devices run with the
+    /// one-row-per-work-item kernels: the attention head split ([B, N, 3, H, D] → [3, B, H, N, D]) and merge,
+    /// a bias broadcast over rows, a column broadcast and a scalar-per-row broadcast.
+    func testRowLayoutsOfPermutesAndBroadcasts() throws {
+        let (b, n, h, d) = (2, small ? 3 : 7, 3, small ? 17 : 33)
+        let split = [2, 0, 3, 1, 4]
+        let shape = [b, n, 3, h, d]
+        let strides = Shape(shape).strides
+        let outShape = split.map { shape[$0] }
+        for layout in [
+            StridedCopy(shape: outShape, srcStrides: split.map { strides[$0] }, dstStrides: Shape(outShape).strides),
+            StridedCopy(shape: [b, n, h, d], srcStrides: [h * n * d, d, n * d, 1], dstOffset: 5,
+                        dstStrides: Shape([b, n, h, d]).strides),
+        ] {
+            let src = try pair(uniform(Shape(shape).count))
+            let dst = try poisonedPair(layout.count + 5)
+            try gpu.copy(src.gpu, dst.gpu, layout: layout)
+            try cpu.copy(src.cpu, dst.cpu, layout: layout)
+            let result = try read(dst, count: layout.count + 5)
+            XCTAssertTrue(zip(result.gpu, result.cpu).allSatisfy { $0 == $1 || ($0.isNaN && $1.isNaN) },
+                          context("row copy \(layout)"))
+        }
+        let rows = b * n, width = h * d
+        for (stridesA, stridesB, countA, countB) in [
+            ([width, 1], [0, 1], rows * width, width),          // x + bias
+            ([width, 1], [1, 0], rows * width, rows),           // x · per-row scalar
+            ([0, 1], [1, 0], width, rows),                      // row vector ⊕ column vector
+        ] {
+            let layout = BroadcastLayout(shape: [rows, width], stridesA: stridesA, stridesB: stridesB)
+            for op in [BinaryOp.add, .multiply, .divide] {
+                let x = try pair(uniform(countA, in: 0.5...2)), y = try pair(uniform(countB, in: 0.5...2))
+                let out = try poisonedPair(layout.count)
+                try gpu.binary(op, x.gpu, y.gpu, out.gpu, layout: layout)
+                try cpu.binary(op, x.cpu, y.cpu, out.cpu, layout: layout)
+                let result = try read(out, count: layout.count)
+                assertClose(result.gpu, result.cpu, tolerance: 1e-6, "row binary \(op) over \(layout)")
+            }
+        }
+    }
+
     /// Permutations of rank-3 and rank-4 tensors.
     func testStridedCopyPermutes() throws {
         let maximumExtent = small ? 5 : 13
