@@ -150,16 +150,9 @@ struct TrainMLPCommand: ParsableCommand {
         let model = try makeMLP(inputSize: data.training.featureCount, hiddenSizes: parsedHiddenSizes ?? [],
                                 outputSize: data.training.classCount, dropout: dropout)
         print("model: MLP \(([data.training.featureCount] + (parsedHiddenSizes ?? []) + [data.training.classCount]).map(String.init).joined(separator: "-")) · \(model.parameterCount) parameters")
-        let path = options.checkpointPath(fallback: "runs/mlp.safetensors")
         let description = ["opal.model": "mlp", "opal.hidden_sizes": hiddenSizes, "opal.dataset": data.training.name]
-        var trainingOptions = options.trainingOptions(defaultEpochs: 10, defaultBatchSize: 128, defaultLearningRate: 1e-3)
-        trainingOptions.checkpointURL = URL(fileURLWithPath: path)
-        trainingOptions.checkpointMetadata = description
-        let trainer = try ClassifierTrainer(model: model, device: device, options: trainingOptions)
-        try fitInterruptibly(trainer, data: data, resume: options.resume)
-        let test = try trainer.evaluate(data.test)
-        printTestReport(test)
-        try saveCheckpoint(model, to: path, metadata: description.merging(["opal.test_accuracy": String(test.report.accuracy)]) { $1 })
+        try trainImageClassifier(model, data: data, device: device, options: options, defaultPath: "runs/mlp.safetensors",
+                                 description: description, defaults: (epochs: 10, batchSize: 128, learningRate: 1e-3))
     }
 }
 
@@ -276,17 +269,28 @@ struct TrainCNNCommand: ParsableCommand {
             let frozen = model.freezeParameters(under: frozenLayers)
             print("fine-tuning: weights from \(pretrained.url.path) (trained on \(pretrained.metadata["opal.dataset"] ?? "?")), new head \(head.joined()), \(frozen) of \(model.parameterCount) parameters frozen (layers \(frozenLayers.isEmpty ? "none" : frozenLayers.joined(separator: ",")))")
         }
-        let path = options.checkpointPath(fallback: "runs/cnn\(deep ? "-deep" : "").safetensors")
         let description = ["opal.model": deep ? "cnn-deep" : "cnn", "opal.dataset": data.training.name,
                            "opal.image_shape": shape.map(String.init).joined(separator: ","),
                            "opal.classes": String(data.training.classCount)]
-        var trainingOptions = options.trainingOptions(defaultEpochs: 5, defaultBatchSize: 64, defaultLearningRate: 2e-3)
-        trainingOptions.checkpointURL = URL(fileURLWithPath: path)
-        trainingOptions.checkpointMetadata = description
-        let trainer = try ClassifierTrainer(model: model, device: device, options: trainingOptions)
-        try fitInterruptibly(trainer, data: data, resume: options.resume)
-        let test = try trainer.evaluate(data.test)
-        printTestReport(test)
-        try saveCheckpoint(model, to: path, metadata: description.merging(["opal.test_accuracy": String(test.report.accuracy)]) { $1 })
+        try trainImageClassifier(model, data: data, device: device, options: options,
+                                 defaultPath: "runs/cnn\(deep ? "-deep" : "").safetensors", description: description,
+                                 defaults: (epochs: 5, batchSize: 64, learningRate: 2e-3))
     }
+}
+
+/// Trains an image classifier with `options` (interruptibly, with checkpoints), prints the test report and
+/// writes the checkpoint with `description` and the test accuracy in its metadata.
+func trainImageClassifier(_ model: any Layer, data: (training: LabeledDataset, validation: LabeledDataset, test: LabeledDataset),
+                          device: Device, options: ClassifierOptions, defaultPath: String, description: [String: String],
+                          defaults: (epochs: Int, batchSize: Int, learningRate: Float)) throws {
+    let path = options.checkpointPath(fallback: defaultPath)
+    var trainingOptions = options.trainingOptions(defaultEpochs: defaults.epochs, defaultBatchSize: defaults.batchSize,
+                                                  defaultLearningRate: defaults.learningRate)
+    trainingOptions.checkpointURL = URL(fileURLWithPath: path)
+    trainingOptions.checkpointMetadata = description
+    let trainer = try ClassifierTrainer(model: model, device: device, options: trainingOptions)
+    try fitInterruptibly(trainer, data: data, resume: options.resume)
+    let test = try trainer.evaluate(data.test)
+    printTestReport(test)
+    try saveCheckpoint(model, to: path, metadata: description.merging(["opal.test_accuracy": String(test.report.accuracy)]) { $1 })
 }

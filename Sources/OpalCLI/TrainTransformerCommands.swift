@@ -56,7 +56,7 @@ struct TrainGPTCommand: ParsableCommand {
             corpus = try textOptions.corpus(vocabulary: loaded.vocabulary)
             try model.freezeLowerBlocks(freezeBlocks)
             let frozen = model.parameters.filter { !$0.isTrainable }.map(\.shape.count).reduce(0, +)
-            print("fine-tuning: \(fineTune) (trained on \(loaded.metadata["opal.text"] ?? "?")) · \(frozen) of \(model.parameterCount) parameters frozen (embeddings and \(freezeBlocks) lower blocks)")
+            print("fine-tuning: \(fineTune) (trained on \(loaded.metadata["opal.text"] ?? "?")) · \(frozen) of \(model.parameterCount) parameters frozen (embeddings and the lowest \(freezeBlocks) of \(model.blocks.count) blocks)")
             before = try LanguageModelTrainer.validationLoss(of: model, on: corpus, batchSize: textOptions.batchSize ?? 32,
                                                             sequenceLength: textOptions.sequenceLength, device: device)
             print(String(format: "validation loss before fine-tuning: %.4f nats/char", before!))
@@ -134,20 +134,13 @@ struct TrainViTCommand: ParsableCommand {
         let model = try VisionTransformer(imageShape: shape, patchSize: patchSize, modelSize: modelSize, headCount: heads,
                                           blockCount: blocks, classes: data.training.classCount)
         print("model: ViT · \(model.patchCount) patches of \(patchSize)×\(patchSize) · d_model \(modelSize) · \(heads) heads · \(blocks) blocks · \(model.parameterCount) parameters")
-        let path = options.checkpointPath(fallback: "runs/vit.safetensors")
         let description = ["opal.model": "vit", "opal.dataset": data.training.name,
                            "opal.image_shape": shape.map(String.init).joined(separator: ","),
                            "opal.patch_size": String(patchSize), "opal.model_size": String(modelSize),
                            "opal.heads": String(heads), "opal.blocks": String(blocks),
                            "opal.classes": String(data.training.classCount)]
-        var trainingOptions = options.trainingOptions(defaultEpochs: 10, defaultBatchSize: 128, defaultLearningRate: 2e-3)
-        trainingOptions.checkpointURL = URL(fileURLWithPath: path)
-        trainingOptions.checkpointMetadata = description
-        let trainer = try ClassifierTrainer(model: model, device: device, options: trainingOptions)
-        try fitInterruptibly(trainer, data: data, resume: options.resume)
-        let test = try trainer.evaluate(data.test)
-        printTestReport(test)
-        try saveCheckpoint(model, to: path, metadata: description.merging(["opal.test_accuracy": String(test.report.accuracy)]) { $1 })
+        try trainImageClassifier(model, data: data, device: device, options: options, defaultPath: "runs/vit.safetensors",
+                                 description: description, defaults: (epochs: 10, batchSize: 128, learningRate: 2e-3))
     }
 }
 

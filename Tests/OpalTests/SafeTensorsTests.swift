@@ -618,4 +618,71 @@ final class SafeTensorsTests: XCTestCase {
         XCTAssertEqual(checked.status, 0, "PyTorch's output differs from Opal's: \(checked.output)")
         XCTAssertTrue(checked.output.contains("max_abs_difference"), checked.output)
     }
+
+    /// The native CPU, and the first OpenCL device (PoCL here) when there is one.
+    private var devices: [Device] {
+        var result: [Device] = [.cpu]
+        if !DeviceRegistry.shared.openCL.isEmpty, let device = try? Device.openCL(0) { result.append(device) }
+        return result
+    }
+
+    /// The GPT both ways (vocabulary 11, context 16, d_model 32, 4 heads, 2 blocks), on every device: PyTorch's
+    /// `pytorch_reference.GPT` state_dict loads strictly into an Opal GPT and gives PyTorch's logits (computed in
+    /// float64) on the same ids; Opal's checkpoint loads into the PyTorch module with `strict=True` and gives
+    /// Opal's logits there (`check-gpt`). Every tensor is perturbed on both sides (biases, layer-norm gains and
+    /// offsets included) and the ids cover the whole context on one side, so every parameter matters.
+    func testGPTInterchangesWithPyTorch() throws {
+        try requirePyTorchSafetensors()
+        let configuration = GPT.Configuration(vocabularySize: 11, contextLength: 16, modelSize: 32, headCount: 4, blockCount: 2)
+        let vocabulary = Array("abcdefghijk".unicodeScalars)
+        for (index, device) in devices.enumerated() {
+            let context = "\(device.name), seed \(seed)"
+            // PyTorch → Opal: 3 sequences of 13 ids (not the whole context, so the cut of positions is checked).
+            let theirs = url("torch-gpt-\(index).safetensors")
+            let written = try runPython([peerScript, "gpt", theirs.path, "--vocabulary", "11", "--context", "16",
+                                         "--width", "32", "--heads", "4", "--blocks", "2", "--batch", "3", "--time", "13",
+                                         "--seed", String((seed &+ UInt64(index)) % 1_000_000)])
+            XCTAssertEqual(written.status, 0, written.output)
+            var contents = try CheckpointContents(contentsOf: theirs)
+            let input = try XCTUnwrap(contents.tensors.removeValue(forKey: "input"))
+            let output = try XCTUnwrap(try contents.tensors.removeValue(forKey: "output")?.floats)
+            XCTAssertEqual(contents.metadata["opal.model"], "gpt")
+            let model = try GPT(configuration)
+            model.setTraining(false)
+            try model.move(to: device)
+            let report = try model.load(contents)   // strict: every parameter, nothing else
+            XCTAssertEqual(report.loadedNames, model.namedParameters.map(\.name), context)
+            let ours = try withoutGradients { try model(input.tensor(on: device)).scalars() }
+            XCTAssertEqual(ours.count, 3 * 13 * 11, context)
+            XCTAssertEqual(ours.count, output.count, context)
+            let scale = max(1, output.map(abs).max() ?? 1)
+            var largest: Float = 0
+            for (a, b) in zip(ours, output) { largest = max(largest, abs(a - b)) }
+            XCTAssertLessThanOrEqual(largest, 1e-5 * scale, "PyTorch → Opal GPT logits, \(context)")
+
+            // Opal → PyTorch: 2 sequences over the whole context.
+            Random.seed(seed &+ UInt64(index))
+            let mine = try GPT(configuration)
+            try withoutGradients {
+                for (offset, (_, parameter)) in mine.namedParameters.enumerated() {
+                    let noise = try Tensor.normal(parameter.shape, standardDeviation: 0.1,
+                                                  seed: UInt32(truncatingIfNeeded: seed &+ UInt64(100 * index + offset)), on: .cpu)
+                    try parameter.assign(parameter.value + noise)
+                }
+            }
+            mine.setTraining(false)
+            try mine.move(to: device)
+            let ids = (0..<(2 * 16)).map { _ in Int32.random(in: 0..<11, using: &generator) }
+            let x = try Tensor(ids, shape: [2, 16], on: device)
+            let y = try withoutGradients { try mine(x) }
+            let file = url("opal-gpt-\(index).safetensors")
+            try mine.save(to: file, metadata: mine.descriptionMetadata(vocabulary: vocabulary, textName: "random ids"),
+                          extraTensors: ["input": x, "output": y])
+            let checked = try runPython([peerScript, "check-gpt", file.path])
+            XCTAssertEqual(checked.status, 0, "PyTorch's GPT logits differ from Opal's (\(context)): \(checked.output)")
+            XCTAssertTrue(checked.output.contains("max_abs_difference"), checked.output)
+            print("SafeTensorsTests GPT on \(device.name): PyTorch → Opal max |Δ| \(largest) (scale \(scale)); "
+                  + "Opal → PyTorch \(checked.output.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
 }

@@ -83,22 +83,8 @@ public final class CharLanguageModel: Module {
     /// As `sample(corpus:…)` with the vocabulary given directly (e.g. read from a checkpoint).
     public func sample(vocabulary: [Unicode.Scalar], name: String = "the model", prompt: String, length: Int,
                        temperature: Float = 0.8, seed: UInt64 = 1, on device: Device) throws -> String {
-        guard !prompt.isEmpty else { throw TensorError.invalidArgument(op: "sample", reason: "the prompt is empty") }
-        guard length >= 0 else { throw TensorError.invalidArgument(op: "sample", reason: "the length must be ≥ 0, got \(length)") }
-        guard temperature >= 0, temperature.isFinite else {
-            throw TensorError.invalidArgument(op: "sample", reason: "the temperature must be ≥ 0, got \(temperature)")
-        }
-        guard vocabulary.count == vocabularySize else {
-            throw TensorError.invalidArgument(op: "sample", reason: "the vocabulary has \(vocabulary.count) characters but the model \(vocabularySize)")
-        }
-        let index = Dictionary(uniqueKeysWithValues: vocabulary.enumerated().map { ($0.element, Int32($0.offset)) })
-        var unknown: [String] = []
-        let promptIDs = prompt.unicodeScalars.compactMap { scalar -> Int32? in
-            if let id = index[scalar] { return id }
-            if !unknown.contains(String(scalar)) { unknown.append(String(scalar)) }
-            return nil
-        }
-        guard unknown.isEmpty else { throw TextCorpusError.unknownCharacters(name: name, characters: unknown) }
+        let promptIDs = try Self.promptIDs(prompt, vocabulary: vocabulary, vocabularySize: vocabularySize, name: name,
+                                           length: length, temperature: temperature)
         let wasTraining = isTraining
         setTraining(false)
         defer { setTraining(wasTraining) }
@@ -116,6 +102,31 @@ public final class CharLanguageModel: Module {
             }
         }
         return String(generated)
+    }
+
+    /// The ids of a sampling prompt, after checking the sampling settings.
+    /// - Throws: `TensorError.invalidArgument` for an empty prompt, a negative length or temperature, or a
+    ///   vocabulary that does not fit the model; `TextCorpusError.unknownCharacters` naming prompt characters
+    ///   outside the vocabulary.
+    static func promptIDs(_ prompt: String, vocabulary: [Unicode.Scalar], vocabularySize: Int, name: String,
+                          length: Int, temperature: Float) throws -> [Int32] {
+        guard !prompt.isEmpty else { throw TensorError.invalidArgument(op: "sample", reason: "the prompt is empty") }
+        guard length >= 0 else { throw TensorError.invalidArgument(op: "sample", reason: "the length must be ≥ 0, got \(length)") }
+        guard temperature >= 0, temperature.isFinite else {
+            throw TensorError.invalidArgument(op: "sample", reason: "the temperature must be ≥ 0, got \(temperature)")
+        }
+        guard vocabulary.count == vocabularySize else {
+            throw TensorError.invalidArgument(op: "sample", reason: "the vocabulary has \(vocabulary.count) characters but the model \(vocabularySize)")
+        }
+        let index = Dictionary(uniqueKeysWithValues: vocabulary.enumerated().map { ($0.element, Int32($0.offset)) })
+        var unknown: [String] = []
+        let ids = prompt.unicodeScalars.compactMap { scalar -> Int32? in
+            if let id = index[scalar] { return id }
+            if !unknown.contains(String(scalar)) { unknown.append(String(scalar)) }
+            return nil
+        }
+        guard unknown.isEmpty else { throw TextCorpusError.unknownCharacters(name: name, characters: unknown) }
+        return ids
     }
 
     /// An index drawn from softmax(logits / temperature) (argmax at temperature 0).

@@ -138,22 +138,8 @@ extension GPT: CharacterLevelModel {
     public func generate(vocabulary: [Unicode.Scalar], name: String = "the model", prompt: String, length: Int,
                          temperature: Float = 0.8, seed: UInt64 = 1, on device: Device,
                          emit: (Unicode.Scalar) -> Void) throws -> Int {
-        guard !prompt.isEmpty else { throw TensorError.invalidArgument(op: "sample", reason: "the prompt is empty") }
-        guard length >= 0 else { throw TensorError.invalidArgument(op: "sample", reason: "the length must be ≥ 0, got \(length)") }
-        guard temperature >= 0, temperature.isFinite else {
-            throw TensorError.invalidArgument(op: "sample", reason: "the temperature must be ≥ 0, got \(temperature)")
-        }
-        guard vocabulary.count == vocabularySize else {
-            throw TensorError.invalidArgument(op: "sample", reason: "the vocabulary has \(vocabulary.count) characters but the model \(vocabularySize)")
-        }
-        let index = Dictionary(uniqueKeysWithValues: vocabulary.enumerated().map { ($0.element, Int32($0.offset)) })
-        var unknown: [String] = []
-        var history = prompt.unicodeScalars.compactMap { scalar -> Int32? in
-            if let id = index[scalar] { return id }
-            if !unknown.contains(String(scalar)) { unknown.append(String(scalar)) }
-            return nil
-        }
-        guard unknown.isEmpty else { throw TextCorpusError.unknownCharacters(name: name, characters: unknown) }
+        var history = try CharLanguageModel.promptIDs(prompt, vocabulary: vocabulary, vocabularySize: vocabularySize,
+                                                      name: name, length: length, temperature: temperature)
         let wasTraining = isTraining
         setTraining(false)
         defer { setTraining(wasTraining) }
