@@ -11,6 +11,8 @@ Examples:
     python3 safetensors_check.py write theirs.safetensors --seed 3      # float32/int32 tensors + metadata
     python3 safetensors_check.py write half.safetensors --dtype bfloat16
     python3 safetensors_check.py mlp mlp.safetensors --sizes 784,512,10 # nn.Sequential MLP + input/output
+    python3 safetensors_check.py gpt gpt.safetensors --vocabulary 11 --context 16 --width 32  # GPT + ids/logits
+    python3 safetensors_check.py check-gpt opal-gpt.safetensors        # Opal's GPT in PyTorch, compare logits
 
 JSON output of `read`: {"reader": "safetensors.torch" | "safetensors.numpy" | "builtin",
 "metadata": {...}, "tensors": {name: {"dtype": "F32", "shape": [..], "sum": float, "bits": [...]}}}
@@ -20,6 +22,7 @@ float32, the value of an int32.
 
 import argparse
 import json
+import os
 import struct
 import sys
 
@@ -223,6 +226,67 @@ def command_check_cnn(arguments):
     sys.exit(0 if difference <= arguments.tolerance * scale else 1)
 
 
+def reference_gpt(vocabulary, context, width, heads, blocks):
+    """pytorch_reference.GPT (Opal's GPT with the same parameter names), from the script beside this one."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from pytorch_reference import GPT
+    return GPT(vocabulary, context, width, heads, blocks)
+
+
+def command_gpt(arguments):
+    """pytorch_reference.GPT's state_dict (every tensor perturbed by 0.1·N(0, 1), so that the zero biases and
+    the unit layer-norm gains matter too), plus "input" int32 [batch, time] ids and their "output" logits
+    [batch, time, vocabulary], computed in float64 from the stored float32 weights. The metadata holds the
+    configuration under Opal's keys (opal.context, opal.model_size, opal.heads, opal.blocks)."""
+    import torch
+    from safetensors.torch import save_file
+    torch.manual_seed(arguments.seed)
+    model = reference_gpt(arguments.vocabulary, arguments.context, arguments.width, arguments.heads, arguments.blocks)
+    model.eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    ids = torch.randint(0, arguments.vocabulary, (arguments.batch, arguments.time), dtype=torch.int32)
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    with torch.no_grad():
+        logits = model.double()(ids.long()).float()
+    state["input"], state["output"] = ids, logits
+    metadata = {"format": "pt", "opal.model": "gpt", "opal.context": str(arguments.context),
+                "opal.model_size": str(arguments.width), "opal.heads": str(arguments.heads),
+                "opal.blocks": str(arguments.blocks)}
+    save_file(state, arguments.file, metadata=metadata)
+
+
+def command_check_gpt(arguments):
+    """Loads an Opal GPT checkpoint (with extra tensors "input" int32 [batch, time] and Opal's "output" logits)
+    into pytorch_reference.GPT with strict=True, runs the ids in float64 and compares; prints JSON and exits 1
+    when the largest difference exceeds tolerance · max(1, max |output|). The sizes come from the tensors'
+    shapes, the head count from --heads or else the metadata "opal.heads" (GPT.descriptionMetadata)."""
+    import torch
+    from safetensors import safe_open
+    with safe_open(arguments.file, framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    ids, expected = tensors.pop("input"), tensors.pop("output")
+    heads = arguments.heads if arguments.heads is not None else int(metadata.get("opal.heads", 0))
+    if heads <= 0:
+        sys.exit(f"{arguments.file}: no head count (pass --heads or save with metadata opal.heads)")
+    vocabulary, width = tensors["token_embedding.weight"].shape
+    context = tensors["position_embedding.weight"].shape[0]
+    blocks = len({name.split(".")[1] for name in tensors if name.startswith("blocks.")})
+    model = reference_gpt(vocabulary, context, width, heads, blocks)
+    model.load_state_dict(tensors, strict=True)
+    model.eval()
+    with torch.no_grad():
+        y = model.double()(ids.long())
+    difference = float((y - expected.double()).abs().max())
+    scale = max(1.0, float(expected.abs().max()))
+    print(json.dumps({"max_abs_difference": difference, "scale": scale, "shape": list(y.shape),
+                      "configuration": {"vocabulary": vocabulary, "context": context, "width": width,
+                                        "heads": heads, "blocks": blocks}}))
+    sys.exit(0 if difference <= arguments.tolerance * scale else 1)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -252,7 +316,25 @@ def main():
     check_parser.add_argument("file")
     check_parser.add_argument("--tolerance", type=float, default=1e-5)
     check_parser.set_defaults(run=command_check_cnn)
+    gpt_parser = commands.add_parser("gpt", help="write PyTorch GPT weights (pytorch_reference.GPT) with ids and logits")
+    gpt_parser.add_argument("file")
+    gpt_parser.add_argument("--vocabulary", type=int, default=65)
+    gpt_parser.add_argument("--context", type=int, default=64)
+    gpt_parser.add_argument("--width", type=int, default=128, help="d_model")
+    gpt_parser.add_argument("--heads", type=int, default=4)
+    gpt_parser.add_argument("--blocks", type=int, default=2)
+    gpt_parser.add_argument("--batch", type=int, default=2)
+    gpt_parser.add_argument("--time", type=int, default=None, help="ids per sequence (default: the context)")
+    gpt_parser.add_argument("--seed", type=int, default=0)
+    gpt_parser.set_defaults(run=command_gpt)
+    check_gpt_parser = commands.add_parser("check-gpt", help="run an Opal GPT checkpoint in PyTorch and compare logits")
+    check_gpt_parser.add_argument("file")
+    check_gpt_parser.add_argument("--heads", type=int, default=None, help="default: the metadata's opal.heads")
+    check_gpt_parser.add_argument("--tolerance", type=float, default=1e-5)
+    check_gpt_parser.set_defaults(run=command_check_gpt)
     arguments = parser.parse_args()
+    if getattr(arguments, "time", 0) is None:
+        arguments.time = arguments.context
     arguments.run(arguments)
 
 

@@ -160,6 +160,18 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
     public func unary(_ op: UnaryOp, _ x: any DeviceBuffer, _ y: any DeviceBuffer, count: Int) throws {
         let input = try own(x, "unary", elements: count), output = try own(y, "unary", elements: count)
         guard count > 0 else { return }
+        let dedicated: OpenCLKernel? = switch op {
+        case .exp: .unaryExp
+        case .sigmoid: .unarySigmoid
+        case .tanh: .unaryTanh
+        case .gelu: .unaryGELU
+        case .geluDerivative: .unaryGELUDerivative
+        default: nil
+        }
+        if let dedicated {
+            try launch(dedicated, [.buffer(input.buffer), .buffer(output.buffer), .int(count)], count: count)
+            return
+        }
         let code = op.kernelCode
         try launch(.unary, [.buffer(input.buffer), .buffer(output.buffer), .int(count), .int32(code.op),
                             .float(code.a), .float(code.b)], count: count)

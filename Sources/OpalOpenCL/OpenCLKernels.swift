@@ -6,6 +6,8 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
     // elementwise.cl
     case fill, unary, binaryFlat = "binary_flat", binaryStrided = "binary_strided", stridedCopy = "strided_copy"
     case binaryStridedRows = "binary_strided_rows", stridedCopyRows = "strided_copy_rows"
+    case unaryExp = "unary_exp", unarySigmoid = "unary_sigmoid", unaryTanh = "unary_tanh", unaryGELU = "unary_gelu"
+    case unaryGELUDerivative = "unary_gelu_derivative"
     case transposeTiled = "transpose_tiled"
     // reduce.cl
     case reduceRows = "reduce_rows", reduceColumns = "reduce_columns"
@@ -47,7 +49,7 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
     var family: String {
         switch self {
         case .fill, .unary, .binaryFlat, .binaryStrided, .stridedCopy, .transposeTiled, .binaryStridedRows,
-             .stridedCopyRows: "elementwise"
+             .stridedCopyRows, .unaryExp, .unarySigmoid, .unaryTanh, .unaryGELU, .unaryGELUDerivative: "elementwise"
         case .reduceRows, .reduceColumns, .argmaxRows, .argmaxColumns: "reduce"
         case .softmaxRows, .softmaxBackwardRows: "softmax"
         case .crossEntropyRows, .crossEntropyBackwardRows: "loss"
