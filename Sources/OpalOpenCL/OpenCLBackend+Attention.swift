@@ -3,9 +3,9 @@ import OpalCore
 import OpenCLKit
 
 // The Transformer op set on OpenCL: fused scaled-dot-product attention (Kernels/attention.cl) and layer
-// normalisation (Kernels/norm.cl). Attention runs one work-item per query (or key) row with the other operand
-// streamed through local memory in tiles, so nothing of size Nq × Nk is ever allocated; its programs are
-// compiled once per head dimension. The backward pass is Δ, then dK/dV (one writer per key row), then dQ (one
+// normalisation (Kernels/norm.cl). Attention runs a few query (or key) rows per work-item (one on GPUs, a
+// register tile of 4 on CPUs; `AttentionParameters`) with the other operand streamed through local memory in
+// tiles, so nothing of size Nq × Nk is ever allocated; its programs are compiled once per head dimension. The backward pass is Δ, then dK/dV (one writer per key row), then dQ (one
 // writer per query row): no atomics, deterministic. Layer norm runs one work-group per row, and its dγ / dβ
 // column sums go through per-chunk partial sums reduced in chunk order.
 
@@ -18,6 +18,7 @@ private final class AttentionKernelTable: @unchecked Sendable {
         let programs: ObjectIdentifier
         let kernel: OpenCLKernel
         let headDimension: Int
+        let parameters: AttentionParameters
     }
 
     private struct Entry {
@@ -30,15 +31,32 @@ private final class AttentionKernelTable: @unchecked Sendable {
     private let lock = NSLock()
     private var entries: [Key: Entry] = [:]
 
+    /// Parameters every backend uses instead of its device's entry (nil: the entry); see
+    /// `OpenCLBackend.attentionParametersOverride`. Starts as OPAL_ATTENTION_PARAMETERS, when set and valid.
+    private var override: AttentionParameters? = ProcessInfo.processInfo
+        .environment[AttentionParameters.overrideVariable].flatMap(AttentionParameters.init(specification:))
+
     static let shared = AttentionKernelTable()
 
-    /// Builds (once) `kernel` for `backend` with head dimension `headDimension`, then sets `arguments` and
-    /// enqueues it on `backend.queue` with `local = [rows, 1]` (rows ≤ the kernel's limit) and
-    /// `global = [roundUp(count, rows), problems]`, all under the lock.
-    func launch(_ kernel: OpenCLKernel, on backend: OpenCLBackend, headDimension: Int,
-                _ arguments: [OpenCLBackend.KernelArgument], count: Int, problems: Int, rows: Int) throws {
+    var parametersOverride: AttentionParameters? {
+        get { lock.withLock { override } }
+        set { lock.withLock { override = newValue } }
+    }
+
+    /// The attention parameters `backend`'s launches use now.
+    func parameters(of backend: OpenCLBackend) -> AttentionParameters {
+        lock.withLock { override ?? backend.parameters.attention }
+    }
+
+    /// Builds (once) `kernel` for `backend` with head dimension `headDimension` and `parameters`, then sets
+    /// `arguments` and enqueues it on `backend.queue` with `local = [G, 1]`, G = rows / rowsPerItem (a power of
+    /// two ≤ the kernel's limit) and `global = [⌈count / (G·rowsPerItem)⌉·G, problems]`, all under the lock.
+    func launch(_ kernel: OpenCLKernel, on backend: OpenCLBackend, headDimension: Int, parameters: AttentionParameters,
+                _ arguments: [OpenCLBackend.KernelArgument], count: Int, problems: Int, rows: Int,
+                rowsPerItem: Int = 1) throws {
         try lock.withLock {
-            let key = Key(programs: ObjectIdentifier(backend.programs), kernel: kernel, headDimension: headDimension)
+            let key = Key(programs: ObjectIdentifier(backend.programs), kernel: kernel, headDimension: headDimension,
+                          parameters: parameters)
             let entry: Entry
             if let cached = entries[key], cached.programs === backend.programs {
                 entry = cached
@@ -46,7 +64,7 @@ private final class AttentionKernelTable: @unchecked Sendable {
                 entries = entries.filter { $0.value.programs != nil }   // drop kernels of backends that are gone
                 let source = try KernelSources.source(named: kernel.family)
                 let options = backend.parameters.buildOptions + " "
-                    + backend.parameters.attention.buildOptions(
+                    + parameters.buildOptions(
                         headDimension: headDimension,
                         deviceLocalMemory: Int(clamping: backend.device.localMemoryBytes))
                 let object = try backend.programs.kernel(source: source, options: options, name: kernel.rawValue)
@@ -55,14 +73,25 @@ private final class AttentionKernelTable: @unchecked Sendable {
                 entries[key] = entry
             }
             try OpenCLBackend.setArguments(arguments, of: entry.kernel, name: kernel.rawValue)
-            let local = largestPowerOfTwo(atMost: max(1, min(rows, entry.maximumWorkGroupSize)))
-            try backend.enqueueRecorded(entry.kernel, name: kernel.rawValue, global: [roundUp(count, to: local), problems],
+            // Halved while half the group would cover every row (short sequences): no idle work-items.
+            var local = largestPowerOfTwo(atMost: max(1, min(rows / max(1, rowsPerItem), entry.maximumWorkGroupSize)))
+            while local > 1 && (local / 2) * rowsPerItem >= count { local /= 2 }
+            let groups = (count + local * rowsPerItem - 1) / (local * rowsPerItem)
+            try backend.enqueueRecorded(entry.kernel, name: kernel.rawValue, global: [max(1, groups) * local, problems],
                                         local: [local, 1])
         }
     }
 }
 
 extension OpenCLBackend {
+    /// Attention parameters that every OpenCL backend uses instead of its device's entry (nil, the default:
+    /// the entry of `KernelParameterTable`, or OPAL_ATTENTION_PARAMETERS). For tests and tuning: lets one device
+    /// run the GPU shapes too.
+    public static var attentionParametersOverride: AttentionParameters? {
+        get { AttentionKernelTable.shared.parametersOverride }
+        set { AttentionKernelTable.shared.parametersOverride = newValue }
+    }
+
     private func validate(_ d: AttentionDescriptor, _ op: String) throws {
         if let problem = d.problem { throw TensorError.invalidArgument(op: op, reason: "\(problem) (\(d))") }
         guard d.scale.isFinite else {
@@ -76,10 +105,11 @@ extension OpenCLBackend {
 
     /// Launches an attention kernel over `count` rows of each of the B·H problems.
     private func launchAttention(_ kernel: OpenCLKernel, _ arguments: [KernelArgument], count: Int,
-                                 descriptor d: AttentionDescriptor) throws {
-        try AttentionKernelTable.shared.launch(kernel, on: self, headDimension: d.headDimension, arguments,
-                                               count: count, problems: d.problems,
-                                               rows: parameters.attention.rowsPerGroup)
+                                 descriptor d: AttentionDescriptor, parameters p: AttentionParameters) throws {
+        try AttentionKernelTable.shared.launch(kernel, on: self, headDimension: d.headDimension, parameters: p,
+                                               arguments, count: count, problems: d.problems, rows: p.rowsPerGroup,
+                                               rowsPerItem: kernel == .attentionBackwardKV ? p.keyRowsPerItem
+                                                                                          : p.rowsPerItem)
     }
 
     /// The key mask (checked to hold B·Nk elements) and the `has_mask` flag; without a mask, `placeholder`
@@ -90,8 +120,8 @@ extension OpenCLBackend {
         return (.buffer(try own(keyMask, op, elements: d.batch * d.keyLength).buffer), .int32(1))
     }
 
-    /// `O = softmax(scale·Q·Kᵀ + mask)·V` and `L = logsumexp` per row, by `attention_forward`: one work-item
-    /// per query row, K and V in tiles through local memory, an online softmax (see Kernels/attention.cl).
+    /// `O = softmax(scale·Q·Kᵀ + mask)·V` and `L = logsumexp` per row, by `attention_forward`: a few query rows
+    /// per work-item, K and V in tiles through local memory, an online softmax (see Kernels/attention.cl).
     /// - Parameters: query, output [B, H, Nq, D]; key, value [B, H, Nk, D]; keyMask int32 [B, Nk];
     ///   logSumExp [B, H, Nq].
     public func attentionForward(query: any DeviceBuffer, key: any DeviceBuffer, value: any DeviceBuffer,
@@ -109,11 +139,11 @@ extension OpenCLBackend {
             .buffer(q.buffer), .buffer(k.buffer), .buffer(v.buffer), mask.buffer, .buffer(o.buffer), .buffer(l.buffer),
             .int(d.heads), .int(d.queryLength), .int(d.keyLength), .int32(d.causal ? 1 : 0), mask.flag,
             .float(d.scale),
-        ], count: d.queryLength, descriptor: d)
+        ], count: d.queryLength, descriptor: d, parameters: AttentionKernelTable.shared.parameters(of: self))
     }
 
-    /// Three launches: `Δ_i = dO_i·O_i` into a pooled [B·H·Nq] scratch buffer, then dK and dV (one work-item
-    /// per key row walking the queries that see it), then dQ (one work-item per query row walking its keys).
+    /// Three launches: `Δ_i = dO_i·O_i` into a pooled [B·H·Nq] scratch buffer, then dK and dV (work-items own
+    /// key rows and walk the queries that see them), then dQ (work-items own query rows and walk their keys).
     public func attentionBackward(query: any DeviceBuffer, key: any DeviceBuffer, value: any DeviceBuffer,
                                   keyMask: (any DeviceBuffer)?, output: any DeviceBuffer, logSumExp: any DeviceBuffer,
                                   gradOutput: any DeviceBuffer, gradQuery: any DeviceBuffer, gradKey: any DeviceBuffer,
@@ -133,8 +163,9 @@ extension OpenCLBackend {
         // Released at the end of this call: the queue is in order, so the pool hands it out again only to later work.
         let delta = try own(allocate(count: d.rowCount), op, elements: d.rowCount)
 
+        let p = AttentionKernelTable.shared.parameters(of: self)
         try AttentionKernelTable.shared.launch(
-            .attentionDelta, on: self, headDimension: d.headDimension,
+            .attentionDelta, on: self, headDimension: d.headDimension, parameters: p,
             [.buffer(o.buffer), .buffer(dO.buffer), .buffer(delta.buffer), .int(d.rowCount)],
             count: d.rowCount, problems: 1, rows: parameters.workGroupSize)
         let geometry: [KernelArgument] = [.int(d.heads), .int(d.queryLength), .int(d.keyLength),
@@ -142,11 +173,11 @@ extension OpenCLBackend {
         try launchAttention(.attentionBackwardKV, [
             .buffer(q.buffer), .buffer(k.buffer), .buffer(v.buffer), mask.buffer, .buffer(l.buffer),
             .buffer(delta.buffer), .buffer(dO.buffer), .buffer(dK.buffer), .buffer(dV.buffer),
-        ] + geometry, count: d.keyLength, descriptor: d)
+        ] + geometry, count: d.keyLength, descriptor: d, parameters: p)
         try launchAttention(.attentionBackwardQ, [
             .buffer(q.buffer), .buffer(k.buffer), .buffer(v.buffer), mask.buffer, .buffer(l.buffer),
             .buffer(delta.buffer), .buffer(dO.buffer), .buffer(dQ.buffer),
-        ] + geometry, count: d.queryLength, descriptor: d)
+        ] + geometry, count: d.queryLength, descriptor: d, parameters: p)
     }
 
     /// `y = (x − μ)·rstd·γ + β` per row by `layer_norm_forward` (one work-group per row, one pass for the

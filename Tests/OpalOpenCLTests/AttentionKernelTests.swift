@@ -49,6 +49,32 @@ final class AttentionKernelTests: KernelTestCase {
         for c in cases { try check(c) }
     }
 
+    /// Every register-tile shape of the kernels (rows per work-item, vector width, tile length; see
+    /// `AttentionParameters`) on this device, through `OpenCLBackend.attentionParametersOverride`: the GPU
+    /// entry, the CPU entry, and odd shapes (3 rows per item, 16-wide vectors; tiles of 4 keys in float4), on
+    /// lengths and head dimensions that are multiples of none of them.
+    func testEveryTileShapeMatchesReference() throws {
+        let shapes: [AttentionParameters] = [
+            .portable, .cpu,
+            AttentionParameters(rowsPerGroup: 24, maximumTile: 64, localMemoryBytes: 32 << 10, rowsPerItem: 3,
+                                keyRowsPerItem: 2, vectorWidth: 16),
+            AttentionParameters(rowsPerGroup: 8, maximumTile: 4, localMemoryBytes: 48 << 10, rowsPerItem: 2,
+                                keyRowsPerItem: 1, vectorWidth: 4),
+        ]
+        let shapeCases = small
+            ? [Case(batch: 2, heads: 1, queries: 13, keys: 13, dimension: 20, causal: true, mask: .lastBatchEmpty),
+               Case(batch: 1, heads: 1, queries: 6, keys: 11, dimension: 3, causal: true, mask: .random)]
+            : [Case(batch: 2, heads: 2, queries: 70, keys: 70, dimension: 20, causal: true, mask: .lastBatchEmpty),
+               Case(batch: 1, heads: 2, queries: 37, keys: 101, dimension: 64, causal: true, mask: .random),
+               Case(batch: 1, heads: 1, queries: 45, keys: 29, dimension: 3, causal: false, mask: .random),
+               Case(batch: 1, heads: 1, queries: 33, keys: 33, dimension: 128, causal: true, mask: .none)]
+        defer { OpenCLBackend.attentionParametersOverride = nil }
+        for shape in shapes {
+            OpenCLBackend.attentionParametersOverride = shape
+            for c in shapeCases { try check(c, context: "\(shape)") }
+        }
+    }
+
     /// The long sequence: N = 1000, D = 64, causal, B1 H1 (too slow for oclgrind: skipped there).
     func testLongCausalSequenceMatchesReference() throws {
         if small { throw XCTSkip("N = 1000 is too slow under oclgrind (OPAL_TEST_SMALL=1)") }
@@ -99,7 +125,7 @@ final class AttentionKernelTests: KernelTestCase {
 
     /// Runs forward and backward on OpenCL and compares with `reference`; returns the gradients.
     @discardableResult
-    func check(_ c: Case, inputs given: Inputs? = nil) throws -> Results {
+    func check(_ c: Case, inputs given: Inputs? = nil, context shape: String = "") throws -> Results {
         let d = c.descriptor
         let inputs = given ?? Inputs(
             q: uniform(d.queryCount), k: uniform(d.keyCount), v: uniform(d.keyCount), dO: uniform(d.queryCount),
@@ -124,11 +150,12 @@ final class AttentionKernelTests: KernelTestCase {
         // Tolerances relative to each tensor's largest reference magnitude (sums over up to 1000 terms in float).
         func compare(_ actual: [Float], _ reference: [Double], _ tolerance: Float, _ name: String) {
             let scale = Float(reference.lazy.filter(\.isFinite).map(abs).max() ?? 1)
-            assertClose(actual, reference.map(Float.init), tolerance: tolerance, floor: max(scale, 1e-6), "\(name) \(c)")
+            assertClose(actual, reference.map(Float.init), tolerance: tolerance, floor: max(scale, 1e-6),
+                        "\(name) \(c) \(shape)")
         }
         compare(try gpu.readFloats(o, count: d.queryCount), expected.o, 2e-5, "output")
         assertClose(try gpu.readFloats(l, count: d.rowCount), expected.l.map(Float.init), tolerance: 1e-5,
-                    "log-sum-exp \(c)")
+                    "log-sum-exp \(c) \(shape)")
         compare(results.dq, expected.dq, 1e-4, "dQ")
         compare(results.dk, expected.dk, 1e-4, "dK")
         compare(results.dv, expected.dv, 1e-4, "dV")
