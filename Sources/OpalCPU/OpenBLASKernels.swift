@@ -31,6 +31,26 @@ public enum OpenBLASKernels {
         return nil
     }
 
+    /// How long (2ⁿ cycles) an idle OpenBLAS worker thread spins before it sleeps. OpenBLAS's default, 2²⁸
+    /// cycles (a tenth of a second), keeps its threads spinning between the small GEMMs of a training step,
+    /// where they take the cores from Opal's own parallel loops; 2¹⁰ makes them sleep at once (R6 on 2
+    /// cores: 72 → 66 ms per step).
+    public static let recommendedThreadTimeout = "10"
+
+    /// The OpenBLAS variables to set before the library loads: `OPENBLAS_CORETYPE` when
+    /// `recommendedCoreType` names one, `OPENBLAS_THREAD_TIMEOUT` unless the user set it. Empty when
+    /// nothing needs setting (so a process re-executed with them does not re-execute again).
+    public static func recommendedEnvironment(current: String = current, cpuFlags: Set<String> = cpuFlags(),
+                                              environment: [String: String] = ProcessInfo.processInfo.environment)
+        -> [String: String] {
+        var settings: [String: String] = [:]
+        if let coreType = recommendedCoreType(current: current, cpuFlags: cpuFlags, environment: environment) {
+            settings["OPENBLAS_CORETYPE"] = coreType
+        }
+        if environment["OPENBLAS_THREAD_TIMEOUT"] == nil { settings["OPENBLAS_THREAD_TIMEOUT"] = recommendedThreadTimeout }
+        return settings
+    }
+
     /// The feature flags of the first processor in /proc/cpuinfo (empty where there is none).
     public static func cpuFlags() -> Set<String> {
         guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
