@@ -49,3 +49,38 @@ enum OpalProcess {
         return (result.status, result.output + result.errors)
     }
 }
+
+/// A CLI test with a fresh temporary folder (`directory`) per test, removed afterwards, and the helpers
+/// the command tests share.
+class OpalCommandTestCase: XCTestCase {
+    var directory: URL!
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("opal-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
+
+    /// Runs `opal` with `arguments`; its standard output and standard error as one text.
+    func opal(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        try OpalProcess.runCombined(arguments)
+    }
+
+    /// The run failed with `status`, said `phrase`, and shows no sign of a crash.
+    func assertCleanFailure(_ result: (status: Int32, output: String), status: Int32, mentions phrase: String,
+                            file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(result.status, status, result.output, file: file, line: line)
+        XCTAssertTrue(result.output.contains(phrase), "expected '\(phrase)' in: \(result.output)", file: file, line: line)
+        for sign in ["Fatal error", "Backtrac", "Swift runtime failure"] {
+            XCTAssertFalse(result.output.contains(sign), "crash signature '\(sign)' in: \(result.output)", file: file, line: line)
+        }
+    }
+
+    /// Writes `text` to `name` in the test's folder and returns its path.
+    func writeText(_ text: String, name: String = "text.txt") throws -> String {
+        let url = directory.appendingPathComponent(name)
+        try Data(text.utf8).write(to: url)
+        return url.path
+    }
+}

@@ -2,20 +2,7 @@ import Foundation
 import XCTest
 
 /// `opal train seq2seq` through the built binary.
-final class Seq2SeqCLITests: XCTestCase {
-    private var directory: URL!
-
-    override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("opal-seq2seq-cli-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
-
-    private func opal(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        try OpalProcess.runCombined(arguments)
-    }
-
+final class Seq2SeqCLITests: OpalCommandTestCase {
     /// Fails once, clearly, when the subcommand is missing from `opal train`.
     private func seq2seqIsRegistered() throws -> Bool {
         let help = try opal(["train", "--help"])
@@ -24,15 +11,6 @@ final class Seq2SeqCLITests: XCTestCase {
             return false
         }
         return true
-    }
-
-    private func assertCleanFailure(_ result: (status: Int32, output: String), status: Int32, mentions phrase: String,
-                                    file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(result.status, status, result.output, file: file, line: line)
-        XCTAssertTrue(result.output.contains(phrase), "expected '\(phrase)' in: \(result.output)", file: file, line: line)
-        for sign in ["Fatal error", "Backtrac", "Swift runtime failure"] {
-            XCTAssertFalse(result.output.contains(sign), "crash signature '\(sign)' in: \(result.output)", file: file, line: line)
-        }
     }
 
     /// A few steps of a tiny model: the run reports the held-out exact match and example reversals and

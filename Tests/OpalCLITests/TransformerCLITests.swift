@@ -2,35 +2,7 @@ import Foundation
 import XCTest
 
 /// `opal train gpt|vit`, `opal sample gpt` and fine-tuning through the built binary.
-final class TransformerCLITests: XCTestCase {
-    private var directory: URL!
-
-    override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("opal-transformer-cli-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
-
-    private func opal(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        try OpalProcess.runCombined(arguments)
-    }
-
-    private func assertCleanFailure(_ result: (status: Int32, output: String), status: Int32, mentions phrase: String,
-                                    file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(result.status, status, result.output, file: file, line: line)
-        XCTAssertTrue(result.output.contains(phrase), "expected '\(phrase)' in: \(result.output)", file: file, line: line)
-        for sign in ["Fatal error", "Backtrac", "Swift runtime failure"] {
-            XCTAssertFalse(result.output.contains(sign), "crash signature '\(sign)' in: \(result.output)", file: file, line: line)
-        }
-    }
-
-    private func writeText(_ text: String, name: String) throws -> String {
-        let url = directory.appendingPathComponent(name)
-        try Data(text.utf8).write(to: url)
-        return url.path
-    }
-
+final class TransformerCLITests: OpalCommandTestCase {
     /// Train a small GPT, sample from it with the cache, fine-tune it on a second text with a frozen block.
     func testTrainSampleAndFineTuneAGPT() throws {
         let verse = "Shall I compare thee to a summer's day?\nThou art more lovely and more temperate:\n"
