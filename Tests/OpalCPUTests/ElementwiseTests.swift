@@ -18,7 +18,8 @@ func referenceUnary(_ op: UnaryOp, _ x: Double) -> Double {
     case let .leakyRelu(slope): return x > 0 ? x : Double(slope) * x
     case .sigmoid: return 1 / (1 + Foundation.exp(-x))
     case .tanh: return Foundation.tanh(x)
-    case .gelu: return 0.5 * x * (1 + Foundation.tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x)))
+    // 0.5·x·(1 + tanh u) as x·σ(2u): 1 + tanh u cancels in the negative tail even in Double.
+    case .gelu: return x / (1 + Foundation.exp(-2 * (2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x)))
     case .softplus: return Foundation.log(1 + Foundation.exp(x))
     case let .power(p): return Foundation.pow(x, Double(p))
     case let .affine(scale, shift): return Double(scale) * x + Double(shift)

@@ -222,7 +222,7 @@ extension Reference {
         case .relu: return max(x, 0)
         case let .leakyRelu(slope): return x > 0 ? x : Double(slope) * x
         case .sigmoid: return 1 / (1 + exp(-x))
-        case .gelu: return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+        case .gelu: return x / (1 + exp(-2 * 0.7978845608028654 * (x + 0.044715 * x * x * x)))   // = 0.5·x·(1 + tanh u), without its cancellation
         case .tanh: return tanh(x)
         default: fatalError("no Double reference for \(op) in the tests")
         }
