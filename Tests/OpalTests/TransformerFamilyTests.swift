@@ -82,6 +82,33 @@ final class TransformerFamilyTests: XCTestCase {
         XCTAssertEqual(unchanged, frozen, "frozen embeddings and block 0 must not change")
     }
 
+    /// A GPT's training state saved mid-run (`checkpointEvery`, then a stop) and resumed gives the same
+    /// weights, bit for bit, as an uninterrupted run (Adam's moments and the position are in the checkpoint).
+    func testGPTResumesExactly() throws {
+        let corpus = try texts().romeo
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("opal-gpt-\(UUID()).safetensors")
+        defer { try? FileManager.default.removeItem(at: url) }
+        var settings = options(steps: 8)
+        settings.batchSize = 4; settings.sequenceLength = 16; settings.checkpointURL = url; settings.checkpointEvery = 3
+        var lines: [String] = []
+        func run(stopAfter: Int?, resume: URL?) throws -> [Float] {
+            Random.seed(24)
+            let model = try GPT(GPT.Configuration(vocabularySize: corpus.vocabularySize, contextLength: 16, modelSize: 16,
+                                                  headCount: 2, blockCount: 2))
+            let trainer = try LanguageModelTrainer(model: model, corpus: corpus, device: .cpu, options: settings)
+            trainer.log = { lines.append($0) }
+            trainer.stopRequested = { stopAfter.map { trainer.stepCount >= $0 } ?? false }
+            try trainer.fit(resumingFrom: resume)
+            return try model.parameters.flatMap { try $0.value.scalars() }
+        }
+        let straight = try run(stopAfter: nil, resume: nil)
+        _ = try run(stopAfter: 5, resume: nil)
+        lines = []
+        let resumed = try run(stopAfter: nil, resume: url)
+        XCTAssertTrue(lines.contains { $0.contains("resumed from") && $0.contains("at step 5 of 8") }, "\(lines)")
+        XCTAssertEqual(straight, resumed)
+    }
+
     /// A small ViT (7×7 patches, d 32, 2 blocks) learns a 3,000-image Fashion-MNIST subset in 3 epochs.
     func testVisionTransformerLearnsFashionMNIST() throws {
         guard FashionMNIST.isInstalled() else { throw XCTSkip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)") }
