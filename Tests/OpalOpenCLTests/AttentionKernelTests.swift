@@ -174,29 +174,6 @@ final class AttentionKernelTests: KernelTestCase {
         }
     }
 
-    /// Every buffer of the test, kept until it ends: oclgrind 21.10's `--uninitialized` shadow memory reports
-    /// values written into a buffer the pool recycled (see scripts/test), so no buffer is recycled mid-test.
-    var retained: [any DeviceBuffer] = []
-
-    func buffer(_ values: [Float]) throws -> any DeviceBuffer {
-        let b = try gpu.allocate(count: values.count)
-        try gpu.write(values, to: b)
-        retained.append(b)
-        return b
-    }
-
-    func poisoned(_ count: Int) throws -> any DeviceBuffer {
-        let b = try gpu.allocate(count: count)
-        try gpu.fill(b, value: .nan, count: count)
-        retained.append(b)
-        return b
-    }
-
-    override func tearDown() {
-        retained = []
-        super.tearDown()
-    }
-
     // MARK: - Double reference
 
     /// Plain loops in Double: per problem and query row, the scores `scale·q_i·k_j` of the visible keys,

@@ -92,29 +92,6 @@ final class LayerNormKernelTests: KernelTestCase {
         }
     }
 
-    /// Every buffer of the test, kept until it ends: oclgrind 21.10's `--uninitialized` shadow memory reports
-    /// values written into a buffer the pool recycled (see scripts/test), so no buffer is recycled mid-test.
-    var retained: [any DeviceBuffer] = []
-
-    func buffer(_ values: [Float]) throws -> any DeviceBuffer {
-        let b = try gpu.allocate(count: values.count)
-        try gpu.write(values, to: b)
-        retained.append(b)
-        return b
-    }
-
-    func poisoned(_ count: Int) throws -> any DeviceBuffer {
-        let b = try gpu.allocate(count: count)
-        try gpu.fill(b, value: .nan, count: count)
-        retained.append(b)
-        return b
-    }
-
-    override func tearDown() {
-        retained = []
-        super.tearDown()
-    }
-
     /// Two-pass statistics and the protocol's formulas in Double:
     /// `μ = Σx/C`, `σ² = Σ(x − μ)²/C`, `rstd = 1/√(σ² + ε)`, `x̂ = (x − μ)·rstd`, `y = x̂·γ + β`;
     /// `ĝ = dy·γ`, `dx = rstd·(ĝ − mean ĝ − x̂·mean(ĝ·x̂))`, `dγ = Σ_rows dy·x̂`, `dβ = Σ_rows dy`.

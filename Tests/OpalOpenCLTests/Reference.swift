@@ -44,6 +44,32 @@ class KernelTestCase: XCTestCase {
         random = SeededGenerator(seed: seed)
     }
 
+    /// Every buffer made by `buffer(_:)` and `poisoned(_:)`, kept until the test ends: oclgrind 21.10's
+    /// `--uninitialized` shadow memory reports values written into a buffer the pool recycled (see
+    /// scripts/test), so no such buffer is recycled mid-test.
+    var retained: [any DeviceBuffer] = []
+
+    /// `values` in an OpenCL buffer, retained until the test ends.
+    func buffer(_ values: [Float]) throws -> any DeviceBuffer {
+        let b = try gpu.allocate(count: values.count)
+        try gpu.write(values, to: b)
+        retained.append(b)
+        return b
+    }
+
+    /// `count` NaNs in an OpenCL buffer, retained until the test ends.
+    func poisoned(_ count: Int) throws -> any DeviceBuffer {
+        let b = try gpu.allocate(count: count)
+        try gpu.fill(b, value: .nan, count: count)
+        retained.append(b)
+        return b
+    }
+
+    override func tearDown() {
+        retained = []
+        super.tearDown()
+    }
+
     /// A failure-message context naming the seed.
     func context(_ text: String) -> String { "\(text) (seed \(seed); replay with OPAL_TEST_SEED=\(seed))" }
 
