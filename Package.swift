@@ -28,7 +28,9 @@ let package = Package(
 
         .target(name: "OpenCLKit", dependencies: ["COpenCL"]),
         .target(name: "OpalCore"),
-        .target(name: "OpalCPU", dependencies: ["OpalCore", "CBLAS"]),
+        // The CPU backend's transcendental loops, compiled for AVX2 + FMA and for the baseline (chosen at run time).
+        .target(name: "CVectorMath"),
+        .target(name: "OpalCPU", dependencies: ["OpalCore", "CBLAS", "CVectorMath"]),
         .target(name: "OpalOpenCL", dependencies: ["OpalCore", "OpenCLKit", "CCLBlast", "COpenCL"],
                 plugins: ["EmbedKernels"]),
         .target(name: "Opal", dependencies: ["OpalCore", "OpalCPU", "OpalOpenCL", "OpenCLKit", "CZlib"],

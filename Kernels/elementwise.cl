@@ -8,6 +8,9 @@
 //                    13 softplus = max(x,0) + log1p(exp(-|x|))  14 power(a = p)  15 affine(a = scale, b = shift)
 //                    16 step (x > 0 ? 1 : 0)  17 leakyReluDerivative(a = slope)  18 geluDerivative
 //   unary_exp, unary_sigmoid, unary_tanh, unary_gelu, unary_gelu_derivative  unary with the op fixed.
+//   unary_gradient_{relu, leaky_relu, sigmoid, tanh, gelu}  dx[i] = dy[i] · f'(i), the activation's backward
+//                  in one pass: f' from the input v = x (relu, leaky_relu with a = slope, gelu) or from the
+//                  forward output v = y (sigmoid: y(1 − y), tanh: 1 − y²); dx may be dy.
 //   binary_flat    out[i] = a[i·strideA] ⊕ b[i·strideB] for i < count; strideA, strideB ∈ {0, 1}
 //                  (same-shape contiguous inputs, or a scalar on either side).
 //   binary_strided out[idx] = a[Σ idx·stridesA] ⊕ b[Σ idx·stridesB] over the row-major index space of
@@ -109,6 +112,21 @@ OPAL_UNARY_KERNEL(unary_sigmoid, 10)
 OPAL_UNARY_KERNEL(unary_tanh, 11)
 OPAL_UNARY_KERNEL(unary_gelu, 12)
 OPAL_UNARY_KERNEL(unary_gelu_derivative, 18)
+
+// v, dy, dx: [count]; one kernel per activation for the same reason as the unary ones.
+#define OPAL_GRADIENT_KERNEL(name, derivative)                                                      \
+    __kernel void name(const __global float* v, const __global float* dy, __global float* dx,       \
+                       const int count, const float a) {                                           \
+        const int i = get_global_id(0);                                                            \
+        if (i >= count) return;                                                                    \
+        const float value = v[i];                                                                  \
+        dx[i] = dy[i] * (derivative);                                                              \
+    }
+OPAL_GRADIENT_KERNEL(unary_gradient_relu, value > 0.0f ? 1.0f : 0.0f)
+OPAL_GRADIENT_KERNEL(unary_gradient_leaky_relu, value > 0.0f ? 1.0f : a)
+OPAL_GRADIENT_KERNEL(unary_gradient_sigmoid, value * (1.0f - value))
+OPAL_GRADIENT_KERNEL(unary_gradient_tanh, 1.0f - value * value)
+OPAL_GRADIENT_KERNEL(unary_gradient_gelu, opal_unary(18, value, 0.0f, 0.0f))
 
 // a: [count] or [1], b: [count] or [1], out: [count].
 __kernel void binary_flat(const __global float* a, const __global float* b, __global float* out,

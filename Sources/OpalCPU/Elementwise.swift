@@ -1,4 +1,5 @@
 import Foundation
+import CVectorMath
 import OpalCore
 
 // Elementwise ops of the CPU backend (mirrors Kernels/elementwise.cl):
@@ -34,10 +35,6 @@ private let geluCubic: Float = 0.044_715
 struct Identity: UnaryFunction { @inline(__always) func callAsFunction(_ x: Float) -> Float { x } }
 struct Negate: UnaryFunction { @inline(__always) func callAsFunction(_ x: Float) -> Float { -x } }
 struct Absolute: UnaryFunction { @inline(__always) func callAsFunction(_ x: Float) -> Float { x.magnitude } }
-struct Exponential: UnaryFunction {
-    static var isExpensive: Bool { true }
-    @inline(__always) func callAsFunction(_ x: Float) -> Float { Foundation.exp(x) }
-}
 struct Logarithm: UnaryFunction {
     static var isExpensive: Bool { true }
     @inline(__always) func callAsFunction(_ x: Float) -> Float { Foundation.log(x) }
@@ -51,29 +48,7 @@ struct LeakyReLU: UnaryFunction {
     let slope: Float
     @inline(__always) func callAsFunction(_ x: Float) -> Float { x > 0 ? x : slope * x }
 }
-struct Sigmoid: VectorUnaryFunction {
-    static var isExpensive: Bool { true }
-    @inline(__always) func callAsFunction(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
-    @inline(__always) func callAsFunction(_ x: SIMD8<Float>) -> SIMD8<Float> { 1 / (1 + exponential(-x)) }
-}
-struct HyperbolicTangent: UnaryFunction {
-    static var isExpensive: Bool { true }
-    @inline(__always) func callAsFunction(_ x: Float) -> Float { Foundation.tanh(x) }
-}
-/// 0.5·x·(1 + tanh(u)) with u = √(2/π)·(x + 0.044715·x³), evaluated as x·σ(2u) (the same value, since
-/// 1 + tanh u = 2σ(2u)) so that the tail for negative x does not cancel to zero.
-struct GELU: VectorUnaryFunction {
-    static var isExpensive: Bool { true }
-    @inline(__always) func callAsFunction(_ x: Float) -> Float {
-        let u = sqrtTwoOverPi * (x + geluCubic * x * x * x)
-        return x / (1 + Foundation.exp(-2 * u))
-    }
-    @inline(__always) func callAsFunction(_ x: SIMD8<Float>) -> SIMD8<Float> {
-        let u = sqrtTwoOverPi * (x + geluCubic * x * x * x)
-        return x / (1 + exponential(-2 * u))
-    }
-}
-/// d/dx of GELU: with t = tanh u, 0.5(1 + t) + 0.5·x·(1 − t²)·√(2/π)(1 + 3·0.044715x²),
+/// d/dx of GELU (the transcendental forward functions are CVectorMath's): with t = tanh u, 0.5(1 + t) + 0.5·x·(1 − t²)·√(2/π)(1 + 3·0.044715x²),
 /// evaluated with s = σ(2u) = 0.5(1 + t) and 1 − t² = 4s(1 − s): s + 2x·s(1 − s)·√(2/π)(1 + 0.134145x²).
 struct GELUDerivative: VectorUnaryFunction {
     static var isExpensive: Bool { true }
@@ -118,16 +93,16 @@ extension CPUBackend {
         case .identity: if x != y { y.update(from: x, count: count) }
         case .negate: map(Negate(), x, y, count)
         case .abs: map(Absolute(), x, y, count)
-        case .exp: map(Exponential(), x, y, count)
+        case .exp: mapVectorMath(opal_exp, x, y, count)
         case .log: map(Logarithm(), x, y, count)
         case .sqrt: map(SquareRoot(), x, y, count)
         case .reciprocal: map(Reciprocal(), x, y, count)
         case .square: map(Square(), x, y, count)
         case .relu: map(ReLU(), x, y, count)
         case let .leakyRelu(slope): map(LeakyReLU(slope: slope), x, y, count)
-        case .sigmoid: mapVectors(Sigmoid(), x, y, count)
-        case .tanh: map(HyperbolicTangent(), x, y, count)
-        case .gelu: mapVectors(GELU(), x, y, count)
+        case .sigmoid: mapVectorMath(opal_sigmoid, x, y, count)
+        case .tanh: mapVectorMath(opal_tanh, x, y, count)
+        case .gelu: mapVectorMath(opal_gelu, x, y, count)
         case .softplus: map(Softplus(), x, y, count)
         case let .power(exponent):
             switch exponent {
@@ -156,6 +131,45 @@ extension CPUBackend {
 }
 
 extension CPUBackend {
+    /// `y[i] = f(x[i])` with one of CVectorMath's loops (AVX2 + FMA where the processor has them), in
+    /// parallel chunks. The Swift functions above (`Sigmoid`, `GELU`, …) remain the reference in tests.
+    private func mapVectorMath(_ f: (UnsafePointer<Float>?, UnsafeMutablePointer<Float>?, Int) -> Void,
+                               _ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ count: Int) {
+        parallelRanges(count: count, minimumChunk: ParallelGrain.expensive) { start, end in
+            f(x + start, y + start, end - start)
+        }
+    }
+
+    public func unaryGradient(_ op: UnaryOp, input x: any DeviceBuffer, output y: any DeviceBuffer,
+                              gradOutput dy: any DeviceBuffer, gradInput dx: any DeviceBuffer, count: Int) throws {
+        let input = try cpuBuffer(x, op: "\(op) gradient", elements: count).floats
+        let output = try cpuBuffer(y, op: "\(op) gradient", elements: count).floats
+        let gradOutput = try cpuBuffer(dy, op: "\(op) gradient", elements: count).floats
+        let gradInput = try cpuBuffer(dx, op: "\(op) gradient", elements: count).floats
+        let vectorMath: ((UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?, Int) -> Void,
+                         UnsafeMutablePointer<Float>)?
+        switch op {
+        case .gelu: vectorMath = (opal_gelu_gradient, input)
+        case .sigmoid: vectorMath = (opal_sigmoid_gradient, output)
+        case .tanh: vectorMath = (opal_tanh_gradient, output)
+        case .relu: vectorMath = nil
+            parallelRanges(count: count, minimumChunk: ParallelGrain.cheap) { start, end in
+                gradientKernel(input + start, gradOutput + start, gradInput + start, end - start) { $0 > 0 ? 1 : 0 }
+            }
+        case let .leakyRelu(slope): vectorMath = nil
+            parallelRanges(count: count, minimumChunk: ParallelGrain.cheap) { start, end in
+                gradientKernel(input + start, gradOutput + start, gradInput + start, end - start) { $0 > 0 ? 1 : slope }
+            }
+        default:
+            throw TensorError.invalidArgument(op: "unaryGradient", reason: "\(op) has no fused gradient")
+        }
+        if let (f, values) = vectorMath {
+            parallelRanges(count: count, minimumChunk: ParallelGrain.expensive) { start, end in
+                f(values + start, gradOutput + start, gradInput + start, end - start)
+            }
+        }
+    }
+
     /// `y[i] = f(x[i])` eight lanes at a time (the last `count mod 8` elements with the scalar form).
     @inline(__always)
     private func mapVectors<F: VectorUnaryFunction>(_ f: F, _ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>,
@@ -176,6 +190,13 @@ private func vectorMapKernel<F: VectorUnaryFunction>(_ f: F, _ x: UnsafeMutableP
         destination.storeBytes(of: f(lanes), toByteOffset: index * 32, as: SIMD8<Float>.self)
     }
     for index in (vectors * 8)..<count { y[index] = f(x[index]) }
+}
+
+/// `dx[i] = dy[i] · derivative(v[i])` (dx may be dy).
+@inline(__always)
+private func gradientKernel(_ v: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
+                            _ dx: UnsafeMutablePointer<Float>, _ count: Int, _ derivative: (Float) -> Float) {
+    for index in 0..<count { dx[index] = dy[index] * derivative(v[index]) }
 }
 
 /// The loop takes everything as parameters: inside a closure the captured pointers would be reloaded

@@ -15,6 +15,19 @@ extension CPUBackend {
             try cpuBuffer($0, op: "gemm bias", elements: epilogue.biasPerRow ? d.m : d.n).floats
         }
         let residual = try epilogue.residual.map { try cpuBuffer($0, op: "gemm residual", elements: extents.c).floats }
+        if let bias, !epilogue.biasPerRow, residual == nil, d.beta == 0, d.batch == 1, d.m > 0, d.n > 0, d.k > 0 {
+            // The Linear case: C's rows start as the bias and the product accumulates onto them (β = 1), so
+            // the bias costs the pass that would otherwise zero C, not a pass of its own.
+            let output = try cpuBuffer(c, op: "gemm", elements: extents.c).floats + d.offsetC
+            parallelRanges(count: d.m, minimumChunk: max(1, ParallelGrain.cheap / d.n)) { start, end in
+                for row in start..<end { (output + row * d.ldc).update(from: bias, count: d.n) }
+            }
+            var accumulate = d
+            accumulate.beta = 1
+            try gemm(a, b, c, descriptor: accumulate)
+            if let activation = epilogue.activation { try applyActivation(activation, c, descriptor: d) }
+            return
+        }
         try gemm(a, b, c, descriptor: d)
         guard !epilogue.isEmpty, d.batch > 0, d.m > 0, d.n > 0 else { return }
         let output = try cpuBuffer(c, op: "gemm", elements: extents.c)
@@ -33,6 +46,13 @@ extension CPUBackend {
         }
 
         guard let activation = epilogue.activation else { return }
+        try applyActivation(activation, c, descriptor: d)
+    }
+
+    /// The epilogue's activation over every element of C.
+    private func applyActivation(_ activation: UnaryOp, _ c: any DeviceBuffer, descriptor d: GemmDescriptor) throws {
+        let output = try cpuBuffer(c, op: "gemm", elements: 0)
+        let cBase = output.floats
         let contiguous = d.ldc == d.n && (d.batch == 1 || d.strideC == d.m * d.n)
         let count = d.batch * d.m * d.n
         if contiguous && d.offsetC == 0 {

@@ -42,6 +42,42 @@ public enum UnaryOp: Hashable, Sendable {
     case geluDerivative
 }
 
+extension Backend {
+    /// The composed form of `unaryGradient` (derivative into a scratch buffer, then `dy ·` it), for backends
+    /// without a fused kernel; the CPU and OpenCL backends override it with one pass.
+    public func unaryGradient(_ op: UnaryOp, input x: any DeviceBuffer, output y: any DeviceBuffer,
+                              gradOutput dy: any DeviceBuffer, gradInput dx: any DeviceBuffer, count: Int) throws {
+        guard op.hasFusedGradient else {
+            throw TensorError.invalidArgument(op: "unaryGradient", reason: "\(op) has no fused gradient")
+        }
+        guard count > 0 else { return }
+        let derivative = try allocate(count: count)
+        switch op {
+        case .relu: try unary(.step, x, derivative, count: count)
+        case let .leakyRelu(slope): try unary(.leakyReluDerivative(slope: slope), x, derivative, count: count)
+        case .gelu: try unary(.geluDerivative, x, derivative, count: count)
+        case .sigmoid:   // y(1 − y)
+            try unary(.affine(scale: -1, shift: 1), y, derivative, count: count)
+            try binary(.multiply, derivative, y, derivative,
+                       layout: BroadcastLayout(shape: [count], stridesA: [1], stridesB: [1]))
+        default:         // tanh: 1 − y²
+            try unary(.square, y, derivative, count: count)
+            try unary(.affine(scale: -1, shift: 1), derivative, derivative, count: count)
+        }
+        try binary(.multiply, dy, derivative, dx, layout: BroadcastLayout(shape: [count], stridesA: [1], stridesB: [1]))
+    }
+}
+
+extension UnaryOp {
+    /// Whether `Backend.unaryGradient` computes this op's backward pass.
+    public var hasFusedGradient: Bool {
+        switch self {
+        case .relu, .leakyRelu, .sigmoid, .tanh, .gelu: true
+        default: false
+        }
+    }
+}
+
 /// Elementwise functions of two inputs, with broadcasting described by `BroadcastLayout`.
 public enum BinaryOp: String, Hashable, Sendable {
     case add, subtract, multiply, divide, power, maximum, minimum
@@ -172,6 +208,12 @@ public protocol Backend: AnyObject, Sendable {
 
     /// `y[i] = op(x[i])` for i < count (y may be x).
     func unary(_ op: UnaryOp, _ x: any DeviceBuffer, _ y: any DeviceBuffer, count: Int) throws
+    /// The backward pass of an activation in one pass: `dx[i] = dy[i] · op'(x[i])` for i < count, for the
+    /// ops where `op.hasFusedGradient`. The derivative is taken from the input `x` (relu, leakyRelu, gelu)
+    /// or from the forward output `y = op(x)` (sigmoid: y(1 − y), tanh: 1 − y²); both are passed.
+    /// `dx` may be `dy`.
+    func unaryGradient(_ op: UnaryOp, input x: any DeviceBuffer, output y: any DeviceBuffer,
+                       gradOutput dy: any DeviceBuffer, gradInput dx: any DeviceBuffer, count: Int) throws
     /// Broadcasting `out = a ⊕ b` over `layout`.
     func binary(_ op: BinaryOp, _ a: any DeviceBuffer, _ b: any DeviceBuffer, _ out: any DeviceBuffer,
                 layout: BroadcastLayout) throws

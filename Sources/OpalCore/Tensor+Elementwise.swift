@@ -29,6 +29,7 @@ extension Tensor {
         let y = try mapped(op)
         let x = self
         return Tensor.recorded(y, inputs: [x]) { g, _ in
+            if op.hasFusedGradient { return [try g.activationGradient(op, input: x, output: y)] }
             let local: Tensor?
             switch op {
             case .identity: return [g]
@@ -56,6 +57,20 @@ extension Tensor {
             }
             return [try g.elementwise(.multiply, local)]
         }
+    }
+
+    /// `self · op'(input)` in one backend pass (`Backend.unaryGradient`), self being the gradient of `output`.
+    private func activationGradient(_ op: UnaryOp, input: Tensor, output: Tensor) throws -> Tensor {
+        try requireSameDevice(input, "\(op) gradient")
+        guard shape == input.shape else {
+            throw TensorError.shapeMismatch(op: "\(op) gradient", lhs: shape, rhs: input.shape)
+        }
+        let result = try Tensor.empty(shape, on: device)
+        if count > 0 {
+            try backend.unaryGradient(op, input: input.buffer, output: output.buffer, gradOutput: buffer,
+                                      gradInput: result.buffer, count: count)
+        }
+        return result
     }
 
     public func exp() throws -> Tensor { try unary(.exp) }

@@ -69,3 +69,45 @@ extension Tensor {
         }
     }
 }
+
+extension Tensor {
+    /// The fully connected map `self · weightᵀ + bias`, differentiable: `self` [..., inputSize], `weight`
+    /// [outputSize, inputSize] (PyTorch's layout), `bias` [outputSize] → [..., outputSize].
+    ///
+    /// One GEMM with the bias in its epilogue (where the backend has one; otherwise the product plus a
+    /// broadcast add, the composed reference). Backward: dX = G·W, dW = Gᵀ·X, db = Σ_rows G.
+    public func linear(weight: Tensor, bias: Tensor?) throws -> Tensor {
+        let x = self
+        guard rank >= 1, weight.rank == 2, shape[rank - 1] == weight.shape[1] else {
+            throw TensorError.shapeMismatch(op: "linear", lhs: shape, rhs: weight.shape)
+        }
+        let outputSize = weight.shape[0], inputSize = weight.shape[1]
+        if let bias {
+            guard bias.shape == [outputSize] else { throw TensorError.shapeMismatch(op: "linear bias", lhs: weight.shape, rhs: bias.shape) }
+            try requireSameDevice(bias, "linear")
+        }
+        try requireFloat("linear"); try weight.requireFloat("linear"); try requireSameDevice(weight, "linear")
+        let rows = count / Swift.max(inputSize, 1)
+        let x2 = try reshapedView([rows, inputSize])
+        let y: Tensor
+        if let bias, let fused = backend as? any ImageBackend, rows > 0, inputSize > 0 {
+            y = try Tensor.empty([rows, outputSize], on: device)
+            try fused.gemm(x2.buffer, weight.buffer, y.buffer,
+                           descriptor: GemmDescriptor(transposeB: true, m: rows, n: outputSize, k: inputSize),
+                           epilogue: GemmEpilogue(bias: bias.buffer))
+        } else {
+            let product = try Tensor.product(x2, weight, transposeB: true)
+            y = try bias.map { try product.elementwise(.add, $0) } ?? product
+        }
+        let output = try y.reshapedView(Shape(Array(shape.dimensions.dropLast()) + [outputSize]))
+        let inputs = bias.map { [x, weight, $0] } ?? [x, weight]
+        return Tensor.recorded(output, inputs: inputs) { g, needs in
+            let g2 = try g.reshapedView([rows, outputSize])
+            let gx = needs[0] ? try Tensor.product(g2, weight).reshapedView(x.shape) : nil
+            let gw = needs[1] ? try Tensor.product(g2, x2, transposeA: true) : nil
+            var result = [gx, gw]
+            if bias != nil { result.append(needs[2] ? try g2.reducedSum(alongAxes: [0]).reshapedView([outputSize]) : nil) }
+            return result
+        }
+    }
+}

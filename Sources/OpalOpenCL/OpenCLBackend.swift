@@ -61,14 +61,16 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
     private var clblastFailed = false
 
     /// Opens a context and an in-order profiling queue on `device`; `index` names it "opencl:<index>".
-    public init(device: CLDevice, index: Int) throws {
+    /// - Parameter tuning: tuned kernel parameters to use; nil (the default) reads the device's file in
+    ///   `TuningStore` (`opal bench tune`). Pass `TuningRecord(for: device)` for the built-in table only.
+    public init(device: CLDevice, index: Int, tuning: TuningRecord? = nil) throws {
         self.device = device
         self.name = "opencl:\(index)"
         self.context = try CLContext(device: device)
         self.queue = try CLCommandQueue(context: context)
         self.programs = ProgramCache(context: context)
         self.pool = BufferPool(context: context)
-        self.parameters = OpenCLKernelParameters(device: device)
+        self.parameters = OpenCLKernelParameters(device: device, tuning: tuning)
         self.selectedGemmEngine = parameters.gemm.preferredEngine
     }
 
@@ -175,6 +177,24 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
         let code = op.kernelCode
         try launch(.unary, [.buffer(input.buffer), .buffer(output.buffer), .int(count), .int32(code.op),
                             .float(code.a), .float(code.b)], count: count)
+    }
+
+    public func unaryGradient(_ op: UnaryOp, input x: any DeviceBuffer, output y: any DeviceBuffer,
+                              gradOutput dy: any DeviceBuffer, gradInput dx: any DeviceBuffer, count: Int) throws {
+        let name = "\(op) gradient"
+        let (kernel, fromOutput, parameter): (OpenCLKernel, Bool, Float) = switch op {
+        case .relu: (.unaryGradientReLU, false, 0)
+        case let .leakyRelu(slope): (.unaryGradientLeakyReLU, false, slope)
+        case .sigmoid: (.unaryGradientSigmoid, true, 0)
+        case .tanh: (.unaryGradientTanh, true, 0)
+        case .gelu: (.unaryGradientGELU, false, 0)
+        default: throw TensorError.invalidArgument(op: "unaryGradient", reason: "\(op) has no fused gradient")
+        }
+        let values = try own(fromOutput ? y : x, name, elements: count)
+        let gradOutput = try own(dy, name, elements: count), gradInput = try own(dx, name, elements: count)
+        guard count > 0 else { return }
+        try launch(kernel, [.buffer(values.buffer), .buffer(gradOutput.buffer), .buffer(gradInput.buffer), .int(count),
+                            .float(parameter)], count: count)
     }
 
     public func binary(_ op: BinaryOp, _ a: any DeviceBuffer, _ b: any DeviceBuffer, _ out: any DeviceBuffer,

@@ -8,6 +8,9 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
     case binaryStridedRows = "binary_strided_rows", stridedCopyRows = "strided_copy_rows"
     case unaryExp = "unary_exp", unarySigmoid = "unary_sigmoid", unaryTanh = "unary_tanh", unaryGELU = "unary_gelu"
     case unaryGELUDerivative = "unary_gelu_derivative"
+    case unaryGradientReLU = "unary_gradient_relu", unaryGradientLeakyReLU = "unary_gradient_leaky_relu"
+    case unaryGradientSigmoid = "unary_gradient_sigmoid", unaryGradientTanh = "unary_gradient_tanh"
+    case unaryGradientGELU = "unary_gradient_gelu"
     case transposeTiled = "transpose_tiled"
     // reduce.cl
     case reduceRows = "reduce_rows", reduceColumns = "reduce_columns"
@@ -49,7 +52,8 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
     var family: String {
         switch self {
         case .fill, .unary, .binaryFlat, .binaryStrided, .stridedCopy, .transposeTiled, .binaryStridedRows,
-             .stridedCopyRows, .unaryExp, .unarySigmoid, .unaryTanh, .unaryGELU, .unaryGELUDerivative: "elementwise"
+             .stridedCopyRows, .unaryExp, .unarySigmoid, .unaryTanh, .unaryGELU, .unaryGELUDerivative, .unaryGradientReLU,
+             .unaryGradientLeakyReLU, .unaryGradientSigmoid, .unaryGradientTanh, .unaryGradientGELU: "elementwise"
         case .reduceRows, .reduceColumns, .argmaxRows, .argmaxColumns: "reduce"
         case .softmaxRows, .softmaxBackwardRows: "softmax"
         case .crossEntropyRows, .crossEntropyBackwardRows: "loss"

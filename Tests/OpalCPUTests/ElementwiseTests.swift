@@ -86,6 +86,62 @@ final class ElementwiseTests: CPUTestCase {
         }
     }
 
+    /// The vector-math loops (AVX2 + FMA where available) at the ends of their ranges: exp underflows to
+    /// exactly 0 and overflows to +∞ like libm, tanh and sigmoid saturate, NaN passes through.
+    func testTranscendentalsAtExtremes() throws {
+        let values: [Float] = [-200, -87.5, -50, 0, 50, 88.5, 88.72, 89, 200, .nan, -.infinity, .infinity]
+        for op in [UnaryOp.exp, .sigmoid, .tanh, .gelu] {
+            let y = try poisoned(values.count)
+            try backend.unary(op, try buffer(values), y, count: values.count)
+            let result = try read(y)
+            for (x, value) in zip(values, result) {
+                let expected = Float(referenceUnary(op, Double(x)))
+                if expected.isNaN || (op == .gelu && x.isInfinite) {
+                    continue   // NaN in, and GELU at ±∞ (∞·σ: the Double reference gives NaN at −∞)
+                }
+                if expected.magnitude < Float.leastNormalMagnitude {   // below −87 exp flushes to 0
+                    XCTAssertLessThan(value.magnitude, Float.leastNormalMagnitude, context("\(op)(\(x)) = \(value)"))
+                    continue
+                }
+                let error = expected.isInfinite || expected == 0 ? (value == expected ? 0 : 1)
+                    : Swift.abs(Double(value) - Double(expected)) / Swift.abs(Double(expected))
+                XCTAssertLessThan(error, 2e-6, context("\(op)(\(x)) = \(value), expected \(expected)"))
+            }
+            XCTAssertTrue(result[values.firstIndex { $0.isNaN }!].isNaN, context("\(op)(NaN) is NaN"))
+        }
+    }
+
+    /// `unaryGradient` (one pass) against dy · f'(x) in Double, f' a central difference of f's reference.
+    func testFusedActivationGradientsMatchDoubleReference() throws {
+        for op in [UnaryOp.relu, .leakyRelu(slope: 0.1), .sigmoid, .tanh, .gelu] {
+            for size in awkwardSizes + [300_001] {
+                let values = uniform(size, in: -6...6).map { Swift.abs($0) < 1e-3 ? $0 + 0.01 : $0 }
+                let gradOutput = uniform(size)
+                let output = try poisoned(size)
+                let x = try buffer(values)
+                try backend.unary(op, x, output, count: size)
+                let gradInput = try poisoned(size)
+                try backend.unaryGradient(op, input: x, output: output, gradOutput: try buffer(gradOutput),
+                                          gradInput: gradInput, count: size)
+                let h = 1e-5
+                let expected = zip(values, gradOutput).map { value, dy -> Double in
+                    let x = Double(value)
+                    return Double(dy) * (referenceUnary(op, x + h) - referenceUnary(op, x - h)) / (2 * h)
+                }
+                // sigmoid and tanh take f' from the float output (y(1 − y), 1 − y²): y's ulp near ±1 is ≈ 1e-6 of dx.
+                assertClose(try read(gradInput), expected, relative: 1e-4, absolute: 1e-6, magnitude: 2, "\(op) gradient, size \(size)")
+            }
+        }
+        // In place (dx = dy) and an op without a fused gradient.
+        let values = uniform(100), dy = try buffer(uniform(100))
+        let expected = zip(values, try read(dy)).map { Double($1) * (1 - Foundation.tanh(Double($0)) * Foundation.tanh(Double($0))) }
+        let y = try poisoned(100)
+        try backend.unary(.tanh, try buffer(values), y, count: 100)
+        try backend.unaryGradient(.tanh, input: try buffer(values), output: y, gradOutput: dy, gradInput: dy, count: 100)
+        assertClose(try read(dy), expected, relative: 1e-5, absolute: 1e-6, "tanh gradient in place")
+        XCTAssertThrowsError(try backend.unaryGradient(.log, input: y, output: y, gradOutput: dy, gradInput: dy, count: 100))
+    }
+
     func testUnaryInPlace() throws {
         let values = uniform(1000)
         let x = try buffer(values)

@@ -31,9 +31,6 @@ public final class Linear: Layer {
             throw TensorError.shapeMismatch(op: "Linear(\(inputSize)→\(outputSize)) input [..., \(inputSize)]",
                                             lhs: input.shape, rhs: weight.shape)
         }
-        let input2D = input.rank == 1 ? try input.reshaped(to: [1, inputSize]) : input
-        var output = try input2D.matmul(weight.value, transposeOther: true)
-        if let bias { output = try output + bias.value }
-        return input.rank == 1 ? try output.reshaped(to: [outputSize]) : output
+        return try input.linear(weight: weight.value, bias: bias?.value)
     }
 }

@@ -1,0 +1,35 @@
+// vector_math.h — the CPU backend's transcendental elementwise loops, compiled twice (AVX2 + FMA and the
+// baseline instruction set) and chosen once per process by what the processor supports.
+//
+// Swift code is compiled for the baseline x86-64 target (SSE2), so its 8-lane SIMD math runs as pairs of
+// 4-lane instructions without fused multiply-add; these loops are where that costs most (GELU, sigmoid,
+// tanh and exp evaluate ~20 operations per element). Each function is the plain loop over `count` elements
+// in the same arithmetic as the Swift reference it replaces (Sources/OpalCPU/Elementwise.swift).
+#ifndef OPAL_VECTOR_MATH_H
+#define OPAL_VECTOR_MATH_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// y[i] = e^x[i] (Cephes polynomial, ≈ 1 ulp; 0 below −87, +∞ above 88.7228).
+void opal_exp(const float *x, float *y, long count);
+/// y[i] = 1 / (1 + e^−x[i]).
+void opal_sigmoid(const float *x, float *y, long count);
+/// y[i] = tanh x[i], as 1 − 2/(e^{2x} + 1) (exact limits ±1).
+void opal_tanh(const float *x, float *y, long count);
+/// y[i] = x·σ(2u), u = √(2/π)(x + 0.044715x³) (GELU, tanh form).
+void opal_gelu(const float *x, float *y, long count);
+/// dx[i] = dy[i] · GELU'(x[i]).
+void opal_gelu_gradient(const float *x, const float *dy, float *dx, long count);
+/// dx[i] = dy[i] · y[i](1 − y[i]) (y = σ(x)).
+void opal_sigmoid_gradient(const float *y, const float *dy, float *dx, long count);
+/// dx[i] = dy[i] · (1 − y[i]²) (y = tanh x).
+void opal_tanh_gradient(const float *y, const float *dy, float *dx, long count);
+/// 1 when the AVX2 + FMA versions run on this processor, else 0.
+int opal_vector_math_uses_avx2(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

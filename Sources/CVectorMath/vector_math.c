@@ -1,0 +1,130 @@
+// vector_math.c — see include/vector_math.h. Each loop body is written once as an inline function of one
+// element; OPAL_VERSIONS instantiates the loop for AVX2 + FMA and for the baseline, and a dispatcher picks
+// one on the first call (__builtin_cpu_supports). Branch-free bodies, so the compiler vectorises both.
+#include "vector_math.h"
+#include <string.h>
+
+#define SQRT_2_OVER_PI 0.7978845608028654f
+#define GELU_CUBIC 0.044715f
+
+// e^x: x = n·ln 2 + r with |r| ≤ ½ ln 2; degree-6 polynomial for e^r; 2ⁿ assembled in the exponent bits.
+// n is rounded with the 1.5·2²³ trick so every step is a plain vector instruction.
+static inline __attribute__((always_inline)) float exp_approx(float x) {
+    float clamped = x < -87.0f ? -87.0f : (x > 88.7228f ? 88.7228f : x);
+    const float magic = 12582912.0f;   // 1.5·2²³
+    float shifted = clamped * 1.44269504088896341f + magic;
+    float n = shifted - magic;
+    float r = clamped - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float r2 = r * r;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r2 + r + 1.0f;
+    int bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    // The low bits of `shifted` hold n + 0x400000; 2ⁿ has the exponent field n + 127. At n = 128
+    // (x near 88.5) split 2ⁿ as 2·2ⁿ⁻¹ so the field stays finite.
+    int half = (bits - 0x4B400000 + 126) << 23;
+    float scale;
+    memcpy(&scale, &half, sizeof scale);
+    float result = p * scale * 2.0f;
+    result = x < -87.0f ? 0.0f : result;
+    return x > 88.7228f ? __builtin_inff() : result;
+}
+
+static inline __attribute__((always_inline)) float sigmoid_of(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+
+static inline __attribute__((always_inline)) float tanh_of(float x) {
+    // Cephes tanhf: for |x| < 0.625 the odd polynomial x + x³·P(x²) (1 − 2/(e^{2x} + 1) would cancel there);
+    // beyond, 1 − 2/(e^{2x} + 1), which gives exactly ±1 as e^{2x} → ∞ or 0. Both are computed and one
+    // selected, so the loop stays branch-free.
+    float z = x * x;
+    float p = -5.70498872745e-3f;
+    p = p * z + 2.06390887954e-2f;
+    p = p * z - 5.37397155531e-2f;
+    p = p * z + 1.33314422036e-1f;
+    p = p * z - 3.33332819422e-1f;
+    float small = p * z * x + x;
+    float large = 1.0f - 2.0f / (exp_approx(2.0f * x) + 1.0f);
+    return z < 0.390625f ? small : large;   // 0.625² = 0.390625
+}
+
+static inline __attribute__((always_inline)) float gelu_of(float x) {
+    float u = SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
+    return x / (1.0f + exp_approx(-2.0f * u));
+}
+
+static inline __attribute__((always_inline)) float gelu_derivative_of(float x) {
+    float u = SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
+    float s = 1.0f / (1.0f + exp_approx(-2.0f * u));
+    return s + 2.0f * x * s * (1.0f - s) * SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_CUBIC * x * x);
+}
+
+#define OPAL_UNARY_LOOP(name, body)                                                                      \
+    static inline __attribute__((always_inline)) void name##_loop(const float *x, float *y, long count) { \
+        for (long i = 0; i < count; i++) y[i] = body(x[i]);                                              \
+    }
+#define OPAL_GRADIENT_LOOP(name, expression)                                                             \
+    static inline __attribute__((always_inline)) void name##_loop(const float *v, const float *dy,       \
+                                                                  float *dx, long count) {              \
+        for (long i = 0; i < count; i++) { float a = v[i]; dx[i] = dy[i] * (expression); }              \
+    }
+
+OPAL_UNARY_LOOP(exp, exp_approx)
+OPAL_UNARY_LOOP(sigmoid, sigmoid_of)
+OPAL_UNARY_LOOP(tanh, tanh_of)
+OPAL_UNARY_LOOP(gelu, gelu_of)
+OPAL_GRADIENT_LOOP(gelu_gradient, gelu_derivative_of(a))
+OPAL_GRADIENT_LOOP(sigmoid_gradient, a * (1.0f - a))
+OPAL_GRADIENT_LOOP(tanh_gradient, 1.0f - a * a)
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+static int avx2_state = -1;   // −1 unknown, 0 baseline, 1 AVX2 + FMA (benign race: every writer stores the same)
+
+int opal_vector_math_uses_avx2(void) {
+    if (avx2_state < 0) {
+        __builtin_cpu_init();
+        avx2_state = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return avx2_state;
+}
+
+#define OPAL_VERSIONS_UNARY(name)                                                                        \
+    __attribute__((target("avx2,fma"))) static void name##_avx2(const float *x, float *y, long count) {  \
+        name##_loop(x, y, count);                                                                        \
+    }                                                                                                    \
+    static void name##_baseline(const float *x, float *y, long count) { name##_loop(x, y, count); }      \
+    void opal_##name(const float *x, float *y, long count) {                                             \
+        if (opal_vector_math_uses_avx2()) name##_avx2(x, y, count); else name##_baseline(x, y, count);   \
+    }
+#define OPAL_VERSIONS_GRADIENT(name)                                                                     \
+    __attribute__((target("avx2,fma"))) static void name##_avx2(const float *v, const float *dy,         \
+                                                                float *dx, long count) {                \
+        name##_loop(v, dy, dx, count);                                                                   \
+    }                                                                                                    \
+    static void name##_baseline(const float *v, const float *dy, float *dx, long count) {                \
+        name##_loop(v, dy, dx, count);                                                                   \
+    }                                                                                                    \
+    void opal_##name(const float *v, const float *dy, float *dx, long count) {                           \
+        if (opal_vector_math_uses_avx2()) name##_avx2(v, dy, dx, count);                                 \
+        else name##_baseline(v, dy, dx, count);                                                          \
+    }
+#else
+int opal_vector_math_uses_avx2(void) { return 0; }
+#define OPAL_VERSIONS_UNARY(name)                                                                        \
+    void opal_##name(const float *x, float *y, long count) { name##_loop(x, y, count); }
+#define OPAL_VERSIONS_GRADIENT(name)                                                                     \
+    void opal_##name(const float *v, const float *dy, float *dx, long count) { name##_loop(v, dy, dx, count); }
+#endif
+
+OPAL_VERSIONS_UNARY(exp)
+OPAL_VERSIONS_UNARY(sigmoid)
+OPAL_VERSIONS_UNARY(tanh)
+OPAL_VERSIONS_UNARY(gelu)
+OPAL_VERSIONS_GRADIENT(gelu_gradient)
+OPAL_VERSIONS_GRADIENT(sigmoid_gradient)
+OPAL_VERSIONS_GRADIENT(tanh_gradient)
