@@ -38,22 +38,28 @@ final class ElementwiseKernelTests: KernelTestCase {
     }
 
     /// `unary_gradient_*`: dy · f'(x or y) against the CPU backend and against dy · f' in Double.
+    /// (The OpenCL buffers are retained for the whole test: oclgrind 21.10 reports recycled buffers that
+    /// kernels wrote as uninitialised.)
     func testUnaryGradientMatchesCPUAndDouble() throws {
         for op in [UnaryOp.relu, .leakyRelu(slope: 0.1), .sigmoid, .tanh, .gelu] {
             for count in awkwardSizes {
                 let values = uniform(count, in: -5...5).map { Swift.abs($0) < 1e-3 ? $0 + 0.01 : $0 }   // off the kink
-                let x = try pair(values), dy = try pair(uniform(count))
-                let y = try poisonedPair(count)
+                let gradOutput = uniform(count)
+                let x = (gpu: try buffer(values), cpu: try cpu.allocate(count: count))
+                let dy = (gpu: try buffer(gradOutput), cpu: try cpu.allocate(count: count))
+                try cpu.write(values, to: x.cpu)
+                try cpu.write(gradOutput, to: dy.cpu)
+                let y = (gpu: try poisoned(count), cpu: try cpu.allocate(count: count))
                 try gpu.unary(op, x.gpu, y.gpu, count: count)
                 try cpu.unary(op, x.cpu, y.cpu, count: count)
-                let dx = try poisonedPair(count)
+                let dx = (gpu: try poisoned(count), cpu: try cpu.allocate(count: count))
+                try cpu.fill(dx.cpu, value: .nan, count: count)
                 try gpu.unaryGradient(op, input: x.gpu, output: y.gpu, gradOutput: dy.gpu, gradInput: dx.gpu, count: count)
                 try cpu.unaryGradient(op, input: x.cpu, output: y.cpu, gradOutput: dy.cpu, gradInput: dx.cpu, count: count)
                 let result = try read(dx, count: count)
                 // sigmoid and tanh take f' from the float output y (y(1 − y), 1 − y²), which cancels where the
                 // derivative is small: y's few-ulp error (≈ 2e-7 near ±1) becomes ≈ 1e-6 of dx, hence the floor.
                 assertClose(result.gpu, result.cpu, tolerance: 5e-5, floor: 5e-2, "\(op) gradient, count \(count)")
-                let gradOutput = try cpu.readFloats(dy.cpu, count: count)
                 let expected = zip(values, gradOutput).map { value, g -> Float in
                     let x = Double(value), h = 1e-5
                     let f: (Double) -> Double = switch op {
