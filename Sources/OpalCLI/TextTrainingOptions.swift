@@ -137,7 +137,8 @@ private let textInterruptRequested = Atomic<Bool>(false)
 
 /// Runs `body` with a SIGINT (Ctrl-C) handler: the first Ctrl-C asks the trainer (through the
 /// closure handed to `body`) to save its state and stop after the current step; a second one quits at once.
-private func withInterruptHandler(_ body: (@escaping () -> Bool) throws -> Void) throws {
+/// Shared with `opal train seq2seq`.
+func withInterruptHandler(_ body: (@escaping () -> Bool) throws -> Void) throws {
     signal(SIGINT, SIG_IGN)
     let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
     source.setEventHandler {

@@ -56,8 +56,14 @@ struct TrainSeq2SeqCommand: ParsableCommand {
     @Option(help: "Seed for initialisation and the training stream (the held-out set uses seed + 1).")
     var seed: UInt64 = 42
 
-    @Option(help: "Where to write the trained model (safetensors).")
-    var checkpoint = "runs/seq2seq.safetensors"
+    @Option(help: "Where to write the trained model and the training-state checkpoints (safetensors; default: the --resume file, else runs/seq2seq.safetensors).")
+    var checkpoint: String?
+
+    @Option(name: .customLong("checkpoint-every"), help: "Save the training state (weights, Adam state, step, stream position) to the checkpoint file every N steps.")
+    var checkpointEvery: Int?
+
+    @Option(help: "Resume exactly from a training-state checkpoint (written by --checkpoint-every or Ctrl-C) with the same options.")
+    var resume: String?
 
     @Flag(name: .customLong("no-progress"), help: "Do not draw progress bars.")
     var noProgress = false
@@ -81,6 +87,7 @@ struct TrainSeq2SeqCommand: ParsableCommand {
         guard evaluateEvery > 0 else { throw ValidationError("--evaluate-every must be positive, got \(evaluateEvery)") }
         guard heldOut > 0 else { throw ValidationError("--held-out must be positive, got \(heldOut)") }
         guard examples >= 0 else { throw ValidationError("--examples must be ≥ 0, got \(examples)") }
+        if let checkpointEvery, checkpointEvery <= 0 { throw ValidationError("--checkpoint-every must be positive, got \(checkpointEvery)") }
     }
 
     func run() throws {
@@ -97,14 +104,28 @@ struct TrainSeq2SeqCommand: ParsableCommand {
         options.steps = steps; options.batchSize = batchSize; options.learningRate = learningRate
         options.warmupSteps = warmupSteps; options.maximumGradientNorm = clipNorm > 0 ? clipNorm : nil
         options.evaluateEvery = evaluateEvery; options.heldOutCount = heldOut; options.seed = seed
-        options.showProgress = !noProgress; options.checkpointURL = URL(fileURLWithPath: checkpoint)
+        let path = checkpoint ?? resume ?? "runs/seq2seq.safetensors"
+        options.showProgress = !noProgress; options.checkpointURL = URL(fileURLWithPath: path)
+        options.checkpointEvery = checkpointEvery
         let trainer = try Seq2SeqTrainer(model: model, task: task, device: device, options: options)
         print(String(format: "training: %d steps of %d strings · Adam %g (warm-up %d, cosine) · clip %@ · %d held-out strings", steps,
                      batchSize, learningRate, warmupSteps, clipNorm > 0 ? "\(clipNorm)" : "off", heldOut))
         trainer.log = { print($0); fflush(nil) }
         fflush(nil)
         let started = Date()
-        try trainer.fit()
+        // Ctrl-C: save the training state after the current step and exit 130 (a second one quits at once).
+        try withInterruptHandler { stopRequested in
+            trainer.stopRequested = stopRequested
+            try trainer.fit(resumingFrom: resume.map { URL(fileURLWithPath: $0) })
+        }
+        if trainer.wasStopped {
+            if let url = trainer.lastCheckpoint {
+                print("interrupted: saved the training state to \(url.path) (step \(trainer.stepCount) of \(steps)); continue with --resume \(url.path)")
+            } else {
+                print("interrupted at step \(trainer.stepCount); no checkpoint was saved")
+            }
+            throw ExitCode(130)
+        }
         let seconds = Date().timeIntervalSince(started)
         let (accuracy, outputs) = try trainer.evaluate()
         let correct = Int((accuracy * Double(heldOut)).rounded())
@@ -114,6 +135,6 @@ struct TrainSeq2SeqCommand: ParsableCommand {
             let text = output.isEmpty ? "(nothing)" : DigitReversal.text(output)
             print("  \(DigitReversal.text(source)) → \(text) \(mark)")
         }
-        print("checkpoint: \(checkpoint)")
+        print("checkpoint: \(path)")
     }
 }

@@ -241,19 +241,44 @@ extension Seq2SeqTransformer {
     /// Checkpoint metadata that describes this model, so that `Seq2SeqTransformer.load(from:)` can
     /// rebuild it: `opal.model` = `seq2seq-transformer`, `opal.vocabulary_size`, `opal.model_size`,
     /// `opal.heads`, `opal.encoder_blocks`, `opal.decoder_blocks`, `opal.feed_forward`,
-    /// `opal.shared_embeddings`, and `opal.task` (`digit-reversal`) with its lengths.
+    /// `opal.shared_embeddings`, `opal.dropout_rate`, and `opal.task` (`digit-reversal`) with its lengths.
     public func descriptionMetadata(task: DigitReversal? = nil) -> [String: String] {
         let c = configuration
         var metadata = ["opal.model": Self.modelName, "opal.vocabulary_size": String(c.vocabularySize),
                         "opal.model_size": String(c.modelSize), "opal.heads": String(c.headCount),
                         "opal.encoder_blocks": String(c.encoderBlockCount), "opal.decoder_blocks": String(c.decoderBlockCount),
-                        "opal.feed_forward": String(c.feedForwardSize), "opal.shared_embeddings": String(c.sharedEmbeddings)]
+                        "opal.feed_forward": String(c.feedForwardSize), "opal.shared_embeddings": String(c.sharedEmbeddings),
+                        "opal.dropout_rate": String(c.dropout)]
         if let task {
             metadata["opal.task"] = "digit-reversal"
             metadata["opal.minimum_length"] = String(task.minimumLength)
             metadata["opal.maximum_length"] = String(task.maximumLength)
         }
         return metadata
+    }
+
+    /// The settings named by `descriptionMetadata`'s keys, in the order a mismatch is reported.
+    static let describedSettings: [(key: String, setting: String)] = [
+        ("opal.model", "model"), ("opal.task", "task"), ("opal.vocabulary_size", "vocabulary size"),
+        ("opal.model_size", "model size"), ("opal.heads", "attention heads"), ("opal.encoder_blocks", "encoder blocks"),
+        ("opal.decoder_blocks", "decoder blocks"), ("opal.feed_forward", "feed-forward size"),
+        ("opal.shared_embeddings", "shared embeddings"), ("opal.dropout_rate", "dropout"),
+        ("opal.minimum_length", "minimum length"), ("opal.maximum_length", "maximum length"),
+    ]
+
+    /// Checks that checkpoint `metadata` describes this model (and `task`), as a run that resumes from
+    /// it must: every entry of `descriptionMetadata(task:)` must be equal (a missing `opal.dropout_rate`
+    /// counts as 0).
+    /// - Throws: `TrainingStateError.mismatch` naming the first differing setting and both values.
+    public func checkDescription(_ metadata: [String: String], task: DigitReversal?, path: String) throws {
+        let expected = descriptionMetadata(task: task)
+        for (key, setting) in Self.describedSettings {
+            guard let current = expected[key] else { continue }
+            let saved = metadata[key] ?? (key == "opal.dropout_rate" ? String(Float(0)) : "none")
+            if saved != current {
+                throw TrainingStateError.mismatch(path: path, setting: setting, checkpoint: saved, run: current)
+            }
+        }
     }
 
     /// Rebuilds a model saved with `descriptionMetadata` and loads its weights.
@@ -274,10 +299,17 @@ extension Seq2SeqTransformer {
         guard let shared = metadata["opal.shared_embeddings"].flatMap(Bool.init) else {
             throw CheckpointError.malformedHeader(path: path, reason: "metadata \"opal.shared_embeddings\" is missing or not true/false")
         }
+        var dropout: Float = 0
+        if let text = metadata["opal.dropout_rate"] {
+            guard let value = Float(text), (0..<1).contains(value) else {
+                throw CheckpointError.malformedHeader(path: path, reason: "metadata \"opal.dropout_rate\" is \"\(text)\", not a rate in [0, 1)")
+            }
+            dropout = value
+        }
         let model = try Seq2SeqTransformer(Configuration(
             vocabularySize: integer("opal.vocabulary_size"), modelSize: integer("opal.model_size"), headCount: integer("opal.heads"),
             encoderBlockCount: integer("opal.encoder_blocks"), decoderBlockCount: integer("opal.decoder_blocks"),
-            feedForwardSize: integer("opal.feed_forward"), sharedEmbeddings: shared))
+            feedForwardSize: integer("opal.feed_forward"), sharedEmbeddings: shared, dropout: dropout))
         try model.load(contents, strict: true)
         return (model, metadata)
     }
