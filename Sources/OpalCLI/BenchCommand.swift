@@ -7,7 +7,7 @@ import OpalBenchmarks
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmark kernels and training steps against reference libraries.",
-        subcommands: [BenchPeakCommand.self, BenchGemmCommand.self, BenchConvCommand.self, BenchTrainCommand.self, BenchLSTMCommand.self, BenchGRUCommand.self, BenchAttentionCommand.self])
+        subcommands: [BenchTuneCommand.self, BenchPeakCommand.self, BenchGemmCommand.self, BenchConvCommand.self, BenchTrainCommand.self, BenchLSTMCommand.self, BenchGRUCommand.self, BenchAttentionCommand.self])
 }
 
 /// Options shared by the benchmark commands.

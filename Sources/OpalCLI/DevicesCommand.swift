@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Opal
+import OpalOpenCL
 import OpenCLKit
 
 /// `opal devices`: every device, its properties, and which one `auto` picks and why.
@@ -31,9 +32,27 @@ struct DevicesCommand: ParsableCommand {
             print("    local memory    \(formatBytes(d.localMemoryBytes))")
             print("    max work-group  \(d.maxWorkGroupSize)")
             print("    extensions      \(d.extensions.count): \(d.extensions.prefix(8).joined(separator: " "))\(d.extensions.count > 8 ? " …" : "")")
+            print("    tuned           \(tuningSummary(of: d))")
         }
         print("default: \(choice.request) — \(choice.reason)")
     }
+}
+
+/// "gemm (2026-12-02, +23.4%), attention (…)" from the device's file in `TuningStore`, or "not tuned (…)".
+func tuningSummary(of device: CLDevice, store: TuningStore = TuningStore()) -> String {
+    guard let record = store.record(for: device), !record.families.isEmpty else {
+        return "not tuned (run opal bench tune all)"
+    }
+    let dates = DateFormatter()
+    dates.dateFormat = "yyyy-MM-dd"
+    dates.timeZone = TimeZone(identifier: "UTC")
+    let known = KernelFamily.allCases.compactMap { family in record[family].map { (family.rawValue, $0) } }
+    let parts = known.map { name, outcome in
+        let gain = outcome.parameters == nil ? "built-in kept" : String(format: "%+.1f%%", outcome.improvementPercent)
+        return "\(name) (\(dates.string(from: outcome.date)), \(gain))"
+    }
+    let missing = KernelFamily.allCases.filter { record[$0] == nil }.map(\.rawValue)
+    return parts.joined(separator: ", ") + (missing.isEmpty ? "" : "; not tuned: \(missing.joined(separator: ", "))")
 }
 
 func formatBytes(_ bytes: UInt64) -> String {

@@ -39,6 +39,11 @@ public struct GemmParameters: Hashable, Sendable, CustomStringConvertible {
             + "-DGEMM_WPTN=\(workPerItemN) -DGEMM_VW=\(vectorWidth) -DGEMM_LOCAL=\(stagesThroughLocalMemory ? 1 : 0)"
     }
 
+    /// The seven numbers `init?(specification:)` parses (the engine is not part of it).
+    public var specification: String {
+        "\(tileM),\(tileN),\(tileK),\(workPerItemM),\(workPerItemN),\(vectorWidth),\(stagesThroughLocalMemory ? 1 : 0)"
+    }
+
     public var description: String {
         "\(tileM)×\(tileN)×\(tileK) tiles, \(workPerItemM)×\(workPerItemN) per work-item, float\(vectorWidth), "
             + (stagesThroughLocalMemory ? "local memory" : "direct reads") + ", default engine \(preferredEngine)"
@@ -143,6 +148,11 @@ public struct AttentionParameters: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The six numbers `init?(specification:)` parses.
+    public var specification: String {
+        "\(rowsPerGroup),\(maximumTile),\(localMemoryBytes),\(rowsPerItem),\(keyRowsPerItem),\(vectorWidth)"
+    }
+
     /// The bytes of local memory the dK/dV kernel's tiles of T rows take (the most of the three kernels).
     func localBytes(tile: Int, headDimension: Int) -> Int {
         let padded = (headDimension + vectorWidth - 1) / vectorWidth * vectorWidth
@@ -187,6 +197,42 @@ public struct AttentionParameters: Hashable, Sendable, CustomStringConvertible {
     /// N = 1024): 64 rows per group 1.26 s, 256 0.84 s, 512 0.80 s; float8 0.94 s; tiles of 32 keys 1.1 s.
     public static let cpu = AttentionParameters(rowsPerGroup: 512, maximumTile: 16, localMemoryBytes: 64 << 10,
                                                 rowsPerItem: 4, keyRowsPerItem: 4, vectorWidth: 16)
+}
+
+/// Launch parameters of the CPU-class implicit-GEMM convolution `conv_forward_implicit_rows` (`Kernels/conv.cl`):
+/// `CONV_VM` output channels × 16 positions per work-item (CONV_VM float16 accumulators), and the work-group size
+/// along the positions. (The GPU kernel `conv_forward_implicit` keeps its tiles in `ImplicitGemmTiles`.)
+public struct ConvParameters: Hashable, Sendable, CustomStringConvertible {
+    /// Output channels per work-item (`CONV_VM`), 1 to 32.
+    public var channelsPerItem: Int
+    /// Work-items per work-group along the output positions (a power of two).
+    public var workGroupSize: Int
+
+    public init(channelsPerItem: Int, workGroupSize: Int) {
+        self.channelsPerItem = channelsPerItem; self.workGroupSize = workGroupSize
+    }
+
+    /// 8 channels (16 AVX2 / 8 AVX-512 registers of accumulators), groups of 8 work-items.
+    public static let standard = ConvParameters(channelsPerItem: 8, workGroupSize: 8)
+
+    /// Whether the kernel can be compiled and launched with these values.
+    public func isValid(maximumWorkGroupSize: Int) -> Bool {
+        (1...32).contains(channelsPerItem) && workGroupSize > 0 && workGroupSize & (workGroupSize - 1) == 0
+            && workGroupSize <= maximumWorkGroupSize
+    }
+
+    /// Parses two comma-separated numbers: channels per work-item, work-group size.
+    public init?(specification: String) {
+        let n = specification.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard n.count == 2 else { return nil }
+        self.init(channelsPerItem: n[0], workGroupSize: n[1])
+    }
+
+    public var specification: String { "\(channelsPerItem),\(workGroupSize)" }
+    public var buildOptions: String { "-DCONV_VM=\(channelsPerItem)" }
+    public var description: String {
+        "\(channelsPerItem) output channels × 16 positions per work-item, work-groups of \(workGroupSize)"
+    }
 }
 
 /// The per-device table: the most specific matching entry wins (default → device type → vendor →
@@ -234,24 +280,36 @@ struct OpenCLKernelParameters: Hashable, Sendable {
     var gemm = GemmParameters.portable
     /// The fused attention kernels' tiles (`attention.buildOptions(…)` is added to `buildOptions`).
     var attention = AttentionParameters.portable
+    /// The CPU-class implicit-GEMM convolution's register block and work-group.
+    var conv = ConvParameters.standard
 
-    /// The table's entry for `device` (or OPAL_GEMM_PARAMETERS, see `GemmParameters.init?(specification:)`),
-    /// shrunk to the device's work-group limit.
-    init(device: CLDevice) {
+    /// The parameters for `device`, each family from the first of: its environment override
+    /// (OPAL_GEMM_PARAMETERS; OPAL_ATTENTION_PARAMETERS is applied at launch, see
+    /// `OpenCLBackend.attentionParametersOverride`), the tuned value in `tuning` (by default the device's
+    /// file in `TuningStore`, written by `opal bench tune`), the built-in `KernelParameterTable`; the GEMM
+    /// tiles shrunk to the device's work-group limit.
+    init(device: CLDevice, tuning: TuningRecord? = nil) {
         self.init(maximumWorkGroupSize: device.maxWorkGroupSize)
+        let tuning = tuning ?? TuningStore().record(for: device)
+        let limit = device.maxWorkGroupSize
         var chosen = KernelParameterTable.gemm(type: device.type, vendor: device.vendor, name: device.name)
+        if let tuned = tuning?.gemm, tuned.isValid(maximumWorkGroupSize: limit) { chosen = tuned }
         if let text = ProcessInfo.processInfo.environment[GemmParameters.overrideVariable],
            let override = GemmParameters(specification: text) {
             chosen = override
         }
-        if !chosen.isValid(maximumWorkGroupSize: device.maxWorkGroupSize) {
+        if !chosen.isValid(maximumWorkGroupSize: limit) {
             // Small work-groups: 32×32 tiles of 4×4 (64 work-items), then 8×8 tiles of 4×4 (4 work-items).
             chosen.tileM = 32; chosen.tileN = 32; chosen.workPerItemM = 4; chosen.workPerItemN = 4
             chosen.vectorWidth = 4
-            if !chosen.isValid(maximumWorkGroupSize: device.maxWorkGroupSize) { chosen.tileM = 8; chosen.tileN = 8 }
+            if !chosen.isValid(maximumWorkGroupSize: limit) { chosen.tileM = 8; chosen.tileN = 8 }
         }
         gemm = chosen
-        attention = device.type == .cpu ? .cpu : .portable
+        attention = tuning?.attention ?? (device.type == .cpu ? .cpu : .portable)
+        if let tuned = tuning?.conv, tuned.isValid(maximumWorkGroupSize: limit) { conv = tuned }
+        if let tuned = tuning?.workGroupSize, tuned > 0, tuned & (tuned - 1) == 0, tuned <= limit {
+            workGroupSize = tuned
+        }
     }
 
     /// Device-independent values (the portable GEMM entry) under a work-group limit.
@@ -262,7 +320,12 @@ struct OpenCLKernelParameters: Hashable, Sendable {
         if !gemm.isValid(maximumWorkGroupSize: maximumWorkGroupSize) {
             gemm.tileM = 8; gemm.tileN = 8
         }
+        if !conv.isValid(maximumWorkGroupSize: maximumWorkGroupSize) {
+            conv.workGroupSize = largestPowerOfTwo(atMost: max(1, maximumWorkGroupSize))
+        }
     }
 
-    var buildOptions: String { "-cl-std=CL1.2 -DWGS=\(workGroupSize) -DTILE=\(gemmTile) \(gemm.buildOptions)" }
+    var buildOptions: String {
+        "-cl-std=CL1.2 -DWGS=\(workGroupSize) -DTILE=\(gemmTile) \(gemm.buildOptions) \(conv.buildOptions)"
+    }
 }

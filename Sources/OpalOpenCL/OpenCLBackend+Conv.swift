@@ -128,13 +128,13 @@ extension OpenCLBackend {
                                      _ y: OpenCLBuffer, _ d: Conv2DDescriptor) throws {
         if implicitGemmKernel == .vectorRows {
             let items = d.batch * d.outputHeight * ((d.outputWidth + 15) / 16)
-            let channelsPerItem = 8   // CONV_VM
+            let channelsPerItem = parameters.conv.channelsPerItem   // CONV_VM
             let global1 = (d.outputChannelsPerGroup + channelsPerItem - 1) / channelsPerItem
             try enqueue(.convForwardImplicitRows, [
                 .buffer(x.buffer), .buffer(w.buffer), .buffer((bias ?? w).buffer), .buffer(y.buffer),
                 .int32(bias == nil ? 0 : 1), .int(d.batch), .int(d.outputChannels), .int(d.groups),
             ] + geometry(d), global: { local in [roundUp(items, to: local), global1, d.groups] },
-            local: { limit in [largestPowerOfTwo(atMost: min(8, limit)), 1, 1] })
+            local: { limit in [largestPowerOfTwo(atMost: min(self.parameters.conv.workGroupSize, limit)), 1, 1] })
             return
         }
         let columns = d.batch * d.outputHeight * d.outputWidth
