@@ -27,6 +27,10 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         var core = ", \(OpenBLASKernels.current) kernels"
         if let better = OpenBLASKernels.recommendedCoreType() {
             core += ": OpenBLAS did not recognise this CPU; set OPENBLAS_CORETYPE=\(better) for its faster kernels"
+        } else if let forced = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"],
+                  let better = OpenBLASKernels.recommendedCoreType(environment: [:]), better != forced {
+            // The environment chose the family (and Opal keeps a choice it was given): say what it costs.
+            core += " as OPENBLAS_CORETYPE=\(forced) asks; this CPU runs the faster \(better) kernels"
         }
         deviceDescription = "Native CPU (OpenBLAS\(core), \(threadCount) thread\(threadCount == 1 ? "" : "s"))"
         cache = CPUBufferCache(capacityBytes: cacheCapacityBytes)
