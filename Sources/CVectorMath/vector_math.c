@@ -82,6 +82,31 @@ OPAL_GRADIENT_LOOP(gelu_gradient, gelu_derivative_of(a))
 OPAL_GRADIENT_LOOP(sigmoid_gradient, a * (1.0f - a))
 OPAL_GRADIENT_LOOP(tanh_gradient, 1.0f - a * a)
 
+static inline __attribute__((always_inline)) float exp_shifted_sum_loop(float *s, long count, float shift) {
+    // Eight partial sums (a fixed order, so the result does not depend on the instruction set).
+    float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    long j = 0;
+    for (; j + 8 <= count; j += 8) {
+        for (int l = 0; l < 8; l++) { float e = exp_approx(s[j + l] - shift); s[j + l] = e; lanes[l] += e; }
+    }
+    float sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for (; j < count; j++) { float e = exp_approx(s[j] - shift); s[j] = e; sum += e; }
+    return sum;
+}
+
+static inline __attribute__((always_inline)) void attention_gradient_row_loop(float *s, float *g, const int *mask,
+                                                                             long count, float shift, float delta) {
+    if (mask) {
+        for (long j = 0; j < count; j++) {
+            float p = exp_approx(s[j] - shift);
+            p = mask[j] != 0 ? p : 0.0f;
+            s[j] = p; g[j] = p * (g[j] - delta);
+        }
+    } else {
+        for (long j = 0; j < count; j++) { float p = exp_approx(s[j] - shift); s[j] = p; g[j] = p * (g[j] - delta); }
+    }
+}
+
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 static int avx2_state = -1;   // −1 unknown, 0 baseline, 1 AVX2 + FMA (benign race: every writer stores the same)
 
@@ -113,8 +138,30 @@ int opal_vector_math_uses_avx2(void) {
         if (opal_vector_math_uses_avx2()) name##_avx2(v, dy, dx, count);                                 \
         else name##_baseline(v, dy, dx, count);                                                          \
     }
+__attribute__((target("avx2,fma"))) static float exp_shifted_sum_avx2(float *s, long count, float shift) {
+    return exp_shifted_sum_loop(s, count, shift);
+}
+static float exp_shifted_sum_baseline(float *s, long count, float shift) { return exp_shifted_sum_loop(s, count, shift); }
+float opal_exp_shifted_sum(float *s, long count, float shift) {
+    return opal_vector_math_uses_avx2() ? exp_shifted_sum_avx2(s, count, shift) : exp_shifted_sum_baseline(s, count, shift);
+}
+__attribute__((target("avx2,fma"))) static void attention_gradient_row_avx2(float *s, float *g, const int *mask,
+                                                                           long count, float shift, float delta) {
+    attention_gradient_row_loop(s, g, mask, count, shift, delta);
+}
+static void attention_gradient_row_baseline(float *s, float *g, const int *mask, long count, float shift, float delta) {
+    attention_gradient_row_loop(s, g, mask, count, shift, delta);
+}
+void opal_attention_gradient_row(float *s, float *g, const int *mask, long count, float shift, float delta) {
+    if (opal_vector_math_uses_avx2()) attention_gradient_row_avx2(s, g, mask, count, shift, delta);
+    else attention_gradient_row_baseline(s, g, mask, count, shift, delta);
+}
 #else
 int opal_vector_math_uses_avx2(void) { return 0; }
+float opal_exp_shifted_sum(float *s, long count, float shift) { return exp_shifted_sum_loop(s, count, shift); }
+void opal_attention_gradient_row(float *s, float *g, const int *mask, long count, float shift, float delta) {
+    attention_gradient_row_loop(s, g, mask, count, shift, delta);
+}
 #define OPAL_VERSIONS_UNARY(name)                                                                        \
     void opal_##name(const float *x, float *y, long count) { name##_loop(x, y, count); }
 #define OPAL_VERSIONS_GRADIENT(name)                                                                     \

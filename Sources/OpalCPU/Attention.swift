@@ -1,6 +1,7 @@
 import CBLAS
 import Dispatch
 import Foundation
+import CVectorMath
 import OpalCore
 import Synchronization
 
@@ -231,24 +232,8 @@ func attentionSoftmaxRow(_ s: UnsafeMutablePointer<Float>, _ mask: UnsafePointer
         s.update(repeating: 0, count: width)
         return .infinity
     }
-    // Pass 2: e = exp(s − m) and Σ e.
-    let shift = SIMD8<Float>(repeating: maximum)
-    var sums = SIMD8<Float>()
-    j = 0
-    while j + 8 <= visible {
-        let e = exponential(raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self) - shift)
-        raw.storeBytes(of: e, toByteOffset: j * 4, as: SIMD8<Float>.self)
-        sums += e
-        j += 8
-    }
-    if j < visible {
-        var x = SIMD8<Float>(repeating: hidden)
-        for lane in 0..<(visible - j) { x[lane] = s[j + lane] - maximum }
-        let e = exponential(x)
-        for lane in 0..<(visible - j) { s[j + lane] = e[lane] }
-        sums += e
-    }
-    let total = sums.sum()
+    // Pass 2: e = exp(s − m) and Σ e (CVectorMath: AVX2 + FMA where the processor has them).
+    let total = opal_exp_shifted_sum(s, visible, maximum)
     // Pass 3: normalise; the causally hidden tail is 0.
     let reciprocal = 1 / total
     for index in 0..<visible { s[index] *= reciprocal }
@@ -266,64 +251,9 @@ func attentionGradientRow(_ s: UnsafeMutablePointer<Float>, _ g: UnsafeMutablePo
         g.update(repeating: 0, count: width)
         return
     }
-    let rawS = UnsafeMutableRawPointer(s), rawG = UnsafeMutableRawPointer(g)
-    let shift = SIMD8<Float>(repeating: logSumExp), deltas = SIMD8<Float>(repeating: delta)
-    var j = 0
-    while j + 8 <= visible {
-        var p = exponential(rawS.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self) - shift)
-        if let mask {
-            let allowed = UnsafeRawPointer(mask).loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Int32>.self)
-            p.replace(with: 0, where: allowed .== 0)
-        }
-        let dp = rawG.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self)
-        rawS.storeBytes(of: p, toByteOffset: j * 4, as: SIMD8<Float>.self)
-        rawG.storeBytes(of: p * (dp - deltas), toByteOffset: j * 4, as: SIMD8<Float>.self)
-        j += 8
-    }
-    if j < visible {
-        var x = SIMD8<Float>(repeating: -.infinity)
-        for lane in 0..<(visible - j) where mask.map({ $0[j + lane] != 0 }) ?? true { x[lane] = s[j + lane] - logSumExp }
-        let p = exponential(x)
-        for lane in 0..<(visible - j) {
-            s[j + lane] = p[lane]
-            g[j + lane] = p[lane] * (g[j + lane] - delta)
-        }
-    }
+    opal_attention_gradient_row(s, g, mask, visible, logSumExp, delta)
     if visible < width {
         (s + visible).update(repeating: 0, count: width - visible)
         (g + visible).update(repeating: 0, count: width - visible)
     }
-}
-
-/// e^x for 8 lanes (Cephes `expf`: x = n·ln 2 + r with |r| ≤ ½ ln 2, a degree-6 polynomial for e^r,
-/// 2ⁿ built in the exponent bits; about 1 ulp). Arguments below −87 (including −∞) give exactly 0;
-/// arguments are assumed ≤ 80 (attention only exponentiates s − max ≤ 0 and s − L ≲ 0).
-/// Rounding uses the 1.5·2²³ trick (adding it leaves n in the low mantissa bits), so every step is a
-/// plain vector instruction: Swift's generic SIMD float → integer conversions are not vectorised.
-@inline(__always)
-func exponential(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    let lowest: Float = -87
-    // (Lane selects rather than pointwiseMin/Max, which the optimiser leaves as calls.)
-    var clamped = x
-    clamped.replace(with: lowest, where: x .< lowest)
-    clamped.replace(with: 80, where: x .> 80)
-    let magic = SIMD8<Float>(repeating: 12_582_912)   // 1.5·2²³
-    let shifted = clamped * 1.44269504088896341 + magic
-    let n = shifted - magic                             // round(x·log₂e), exactly
-    // r = x − n·ln 2, with ln 2 split in two so that n·ln2High is exact.
-    var r = clamped - n * 0.693359375
-    r = r + n * 2.12194440e-4
-    let r2 = r * r
-    var y = SIMD8<Float>(repeating: 1.9875691500e-4)
-    y = y * r + 1.3981999507e-3
-    y = y * r + 8.3334519073e-3
-    y = y * r + 4.1665795894e-2
-    y = y * r + 1.6666665459e-1
-    y = y * r + 5.0000001201e-1
-    y = y * r2 + r + 1
-    // The low bits of `shifted` hold n + 0x400000; 2ⁿ has the exponent field n + 127.
-    let exponent = (unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- 0x4B40_0000 &+ 127) &<< 23
-    var result = y * unsafeBitCast(exponent, to: SIMD8<Float>.self)
-    result.replace(with: 0, where: x .< lowest)
-    return result
 }

@@ -439,3 +439,37 @@ private func dropoutKernel(_ out: UnsafeMutablePointer<Float>, _ start: Int, _ e
         out[index] = OpalRandom.uniform(seed: seed, index: UInt32(truncatingIfNeeded: index)) >= probability ? keep : 0
     }
 }
+
+/// e^x for 8 lanes (Cephes `expf`: x = n·ln 2 + r with |r| ≤ ½ ln 2, a degree-6 polynomial for e^r,
+/// 2ⁿ built in the exponent bits; about 1 ulp). Arguments below −87 (including −∞) give exactly 0;
+/// arguments are clamped to ≤ 80 (GELU's derivative only exponentiates −2u). CVectorMath's `exp_approx` is
+/// the same algorithm in C, for the loops that run most.
+/// Rounding uses the 1.5·2²³ trick (adding it leaves n in the low mantissa bits), so every step is a
+/// plain vector instruction: Swift's generic SIMD float → integer conversions are not vectorised.
+@inline(__always)
+func exponential(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    let lowest: Float = -87
+    // (Lane selects rather than pointwiseMin/Max, which the optimiser leaves as calls.)
+    var clamped = x
+    clamped.replace(with: lowest, where: x .< lowest)
+    clamped.replace(with: 80, where: x .> 80)
+    let magic = SIMD8<Float>(repeating: 12_582_912)   // 1.5·2²³
+    let shifted = clamped * 1.44269504088896341 + magic
+    let n = shifted - magic                             // round(x·log₂e), exactly
+    // r = x − n·ln 2, with ln 2 split in two so that n·ln2High is exact.
+    var r = clamped - n * 0.693359375
+    r = r + n * 2.12194440e-4
+    let r2 = r * r
+    var y = SIMD8<Float>(repeating: 1.9875691500e-4)
+    y = y * r + 1.3981999507e-3
+    y = y * r + 8.3334519073e-3
+    y = y * r + 4.1665795894e-2
+    y = y * r + 1.6666665459e-1
+    y = y * r + 5.0000001201e-1
+    y = y * r2 + r + 1
+    // The low bits of `shifted` hold n + 0x400000; 2ⁿ has the exponent field n + 127.
+    let exponent = (unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- 0x4B40_0000 &+ 127) &<< 23
+    var result = y * unsafeBitCast(exponent, to: SIMD8<Float>.self)
+    result.replace(with: 0, where: x .< lowest)
+    return result
+}

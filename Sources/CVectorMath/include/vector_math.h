@@ -26,6 +26,11 @@ void opal_gelu_gradient(const float *x, const float *dy, float *dx, long count);
 void opal_sigmoid_gradient(const float *y, const float *dy, float *dx, long count);
 /// dx[i] = dy[i] · (1 − y[i]²) (y = tanh x).
 void opal_tanh_gradient(const float *y, const float *dy, float *dx, long count);
+/// s[j] = e^(s[j] − shift) for j < count; returns Σ_j s[j] (attention's softmax numerators, CPU backend).
+float opal_exp_shifted_sum(float *s, long count, float shift);
+/// p = e^(s[j] − shift), 0 where mask[j] == 0 (mask may be NULL); then s[j] = p and g[j] = p·(g[j] − delta)
+/// for j < count (one row of attention's backward pass).
+void opal_attention_gradient_row(float *s, float *g, const int *mask, long count, float shift, float delta);
 /// 1 when the AVX2 + FMA versions run on this processor, else 0.
 int opal_vector_math_uses_avx2(void);
 
