@@ -94,6 +94,17 @@ static inline __attribute__((always_inline)) float exp_shifted_sum_loop(float *s
     return sum;
 }
 
+static inline __attribute__((always_inline)) float exp_shifted_total_loop(const float *x, long count, float shift) {
+    float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    long j = 0;
+    for (; j + 8 <= count; j += 8) {
+        for (int l = 0; l < 8; l++) lanes[l] += exp_approx(x[j + l] - shift);
+    }
+    float sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for (; j < count; j++) sum += exp_approx(x[j] - shift);
+    return sum;
+}
+
 static inline __attribute__((always_inline)) void attention_gradient_row_loop(float *s, float *g, const int *mask,
                                                                              long count, float shift, float delta) {
     if (mask) {
@@ -145,6 +156,16 @@ static float exp_shifted_sum_baseline(float *s, long count, float shift) { retur
 float opal_exp_shifted_sum(float *s, long count, float shift) {
     return opal_vector_math_uses_avx2() ? exp_shifted_sum_avx2(s, count, shift) : exp_shifted_sum_baseline(s, count, shift);
 }
+__attribute__((target("avx2,fma"))) static float exp_shifted_total_avx2(const float *x, long count, float shift) {
+    return exp_shifted_total_loop(x, count, shift);
+}
+static float exp_shifted_total_baseline(const float *x, long count, float shift) {
+    return exp_shifted_total_loop(x, count, shift);
+}
+float opal_exp_shifted_total(const float *x, long count, float shift) {
+    return opal_vector_math_uses_avx2() ? exp_shifted_total_avx2(x, count, shift)
+                                        : exp_shifted_total_baseline(x, count, shift);
+}
 __attribute__((target("avx2,fma"))) static void attention_gradient_row_avx2(float *s, float *g, const int *mask,
                                                                            long count, float shift, float delta) {
     attention_gradient_row_loop(s, g, mask, count, shift, delta);
@@ -159,6 +180,7 @@ void opal_attention_gradient_row(float *s, float *g, const int *mask, long count
 #else
 int opal_vector_math_uses_avx2(void) { return 0; }
 float opal_exp_shifted_sum(float *s, long count, float shift) { return exp_shifted_sum_loop(s, count, shift); }
+float opal_exp_shifted_total(const float *x, long count, float shift) { return exp_shifted_total_loop(x, count, shift); }
 void opal_attention_gradient_row(float *s, float *g, const int *mask, long count, float shift, float delta) {
     attention_gradient_row_loop(s, g, mask, count, shift, delta);
 }

@@ -14,9 +14,11 @@ extension CPUBackend {
         let labels = try cpuBuffer(labels, op: "crossEntropy", elements: rows).ints
         let losses = try cpuBuffer(losses, op: "crossEntropy", elements: rows).floats
         try checkLabels(op: "crossEntropy", labels, rows: rows, columns: columns)
-        for row in 0..<rows {
-            let logitsRow = x + row * columns
-            losses[row] = logSumExpRow(logitsRow, columns) - logitsRow[Int(labels[row])]
+        parallelRanges(count: rows, minimumChunk: max(1, ParallelGrain.expensive / max(columns, 1))) { start, end in
+            for row in start..<end {
+                let logitsRow = x + row * columns
+                losses[row] = logSumExpRow(logitsRow, columns) - logitsRow[Int(labels[row])]
+            }
         }
     }
 
@@ -30,11 +32,13 @@ extension CPUBackend {
         let dx = try cpuBuffer(dx, op: "crossEntropyBackward", elements: rows * columns).floats
         try checkLabels(op: "crossEntropyBackward", labels, rows: rows, columns: columns)
         let factor = scale * upstream[0]
-        for row in 0..<rows {
-            let dxRow = dx + row * columns
-            softmaxRow(x + row * columns, dxRow, columns, log: false)
-            for c in 0..<columns { dxRow[c] *= factor }
-            dxRow[Int(labels[row])] -= factor
+        parallelRanges(count: rows, minimumChunk: max(1, ParallelGrain.expensive / max(columns, 1))) { start, end in
+            for row in start..<end {
+                let dxRow = dx + row * columns
+                softmaxRow(x + row * columns, dxRow, columns, log: false)
+                for c in 0..<columns { dxRow[c] *= factor }
+                dxRow[Int(labels[row])] -= factor
+            }
         }
     }
 

@@ -1,3 +1,4 @@
+import CVectorMath
 import Foundation
 import OpalCore
 
@@ -5,7 +6,8 @@ import OpalCore
 //   softmax      y = e^{x − max} / Σ e^{x − max}
 //   log-softmax  y = x − max − log Σ e^{x − max}
 //   backward     softmax: dx = y ⊙ (dy − Σ dy⊙y);  log-softmax: dx = dy − eʸ · Σ dy
-// Subtracting the row maximum keeps every exponent ≤ 0, so nothing overflows.
+// Subtracting the row maximum keeps every exponent ≤ 0, so nothing overflows. The exponentials are
+// CVectorMath's (AVX2 + FMA where available).
 // The simple references are the Double loops in Tests/OpalCPUTests/SoftmaxTests.swift.
 
 extension CPUBackend {
@@ -53,18 +55,12 @@ extension CPUBackend {
 @inline(__always)
 func softmaxRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, log: Bool) {
     let maximum = maxRow(x, n)
-    var total: Float = 0
     if log {
-        for c in 0..<n { total += Foundation.exp(x[c] - maximum) }
-        let shift = maximum + Foundation.log(total)
+        let shift = maximum + Foundation.log(opal_exp_shifted_total(x, n, maximum))
         for c in 0..<n { y[c] = x[c] - shift }
     } else {
-        for c in 0..<n {
-            let e = Foundation.exp(x[c] - maximum)
-            y[c] = e
-            total += e
-        }
-        let scale = 1 / total
+        if UnsafePointer(y) != x { y.update(from: x, count: n) }
+        let scale = 1 / opal_exp_shifted_sum(y, n, maximum)   // y = e^{x − max}, then the sum
         for c in 0..<n { y[c] *= scale }
     }
 }
@@ -73,7 +69,5 @@ func softmaxRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n
 @inline(__always)
 func logSumExpRow(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     let maximum = maxRow(x, n)
-    var total: Float = 0
-    for c in 0..<n { total += Foundation.exp(x[c] - maximum) }
-    return maximum + Foundation.log(total)
+    return maximum + Foundation.log(opal_exp_shifted_total(x, n, maximum))
 }

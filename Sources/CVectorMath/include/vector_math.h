@@ -28,6 +28,8 @@ void opal_sigmoid_gradient(const float *y, const float *dy, float *dx, long coun
 void opal_tanh_gradient(const float *y, const float *dy, float *dx, long count);
 /// s[j] = e^(s[j] − shift) for j < count; returns Σ_j s[j] (attention's softmax numerators, CPU backend).
 float opal_exp_shifted_sum(float *s, long count, float shift);
+/// Σ_j e^(x[j] − shift) for j < count, x unchanged (log-sum-exp rows of softmax and cross-entropy).
+float opal_exp_shifted_total(const float *x, long count, float shift);
 /// p = e^(s[j] − shift), 0 where mask[j] == 0 (mask may be NULL); then s[j] = p and g[j] = p·(g[j] − delta)
 /// for j < count (one row of attention's backward pass).
 void opal_attention_gradient_row(float *s, float *g, const int *mask, long count, float shift, float delta);
