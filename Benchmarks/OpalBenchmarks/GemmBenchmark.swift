@@ -36,9 +36,11 @@ public struct GemmBenchmark {
             let c = try Tensor.zeros([size, size], on: device)
             let descriptor = GemmDescriptor(m: size, n: size, k: size)
             let flops = descriptor.flops
-            let runs = size >= 2048 && device.kind != .gpu ? max(5, self.runs / 4) : self.runs
+            // Large sizes off the GPU take seconds per run (CLBlast on PoCL: ~20 s at 4096): fewer runs there.
+            let huge = size >= 4096 && device.kind != .gpu
+            let runs = huge ? min(3, self.runs) : size >= 2048 && device.kind != .gpu ? max(5, self.runs / 4) : self.runs
             // The first size also pays for the library's one-time kernel compilation: warm up longer.
-            let warmup = index == 0 ? 5 : 2
+            let warmup = index == 0 ? 5 : huge ? 1 : 2
             let openCL = device.backend as? OpenCLBackend
             let defaultEngine = openCL?.gemmEngine
             openCL?.gemmEngine = .opal

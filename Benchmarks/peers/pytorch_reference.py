@@ -13,7 +13,10 @@ on the same machine:
 * attention (K3): torch.nn.functional.scaled_dot_product_attention, causal, fp32, Q/K/V [B, H, N, D]
   (B 8, H 8, D 64, N 1024; --batch/--seq/--heads/--head-dim change it), forward, sum of the output, backward
   (gradients of Q, K and V);
-* GEMM (--gemm): C = A·B for square fp32 matrices, in ms and GFLOP/s.
+* GEMM (--gemm): C = A·B for square fp32 matrices, in ms and GFLOP/s;
+* convolution (K2, `--workloads K2`): F.conv2d forward, backward-data and backward-weight (torch.nn.grad.conv2d_input /
+  conv2d_weight, the passes autograd runs) at the two K2 shapes, N32 C64 56×56→64 3×3 p1 and N32 C3 224×224→64 7×7 s2
+  p3 (--batch changes N), each pass timed alone, in ms and GFLOP/s.
 
 Settings that must match Opal's: fp32 everywhere, TF32 off, data resident on the device, a fixed seed.
 On CUDA each step ends with torch.cuda.synchronize() so the time covers the whole step.
@@ -25,6 +28,7 @@ Examples:
     python3 pytorch_reference.py --gemm --threads 2    # GEMM 256…2048
     python3 pytorch_reference.py --workloads K4,K5 --warmup 2 --steps 5   # LSTM / GRU layer fwd + bwd
     python3 pytorch_reference.py --workloads K3 --seq 4096 --steps 5      # causal attention fwd + bwd
+    python3 pytorch_reference.py --workloads K2 --warmup 2 --steps 5      # conv2d fwd, bwd-data, bwd-weight
 """
 
 import argparse
@@ -343,6 +347,56 @@ WORKLOADS: Dict[str, Workload] = {
 }
 
 
+# K2 (Opal's `ConvBenchmark.k2Shapes`): name -> (batch, in channels, size, out channels, kernel, stride, padding).
+CONV_SHAPES = {
+    "3x3": (32, 64, 56, 64, 3, 1, 1),
+    "7x7s2": (32, 3, 224, 64, 7, 2, 3),
+}
+CONV_PASSES = ("forward", "backward-data", "backward-weight")
+
+
+def time_conv(device: torch.device, warmup: int, steps: int, batch=None) -> dict:
+    """K2: each pass of each K2 convolution timed alone on pre-allocated tensors: forward F.conv2d(x, w, b),
+    backward-data torch.nn.grad.conv2d_input (dx from dy and w), backward-weight torch.nn.grad.conv2d_weight (dw from
+    x and dy). FLOPs per pass: 2 · N · Cout · Hout · Wout · Cin · kh · kw (as Opal's `Conv2DDescriptor.flops`)."""
+    shapes = {}
+    for name, (n, cin, size, cout, kernel, stride, padding) in CONV_SHAPES.items():
+        n = batch or n
+        x = torch.rand(n, cin, size, size, device=device) * 2 - 1
+        w = torch.rand(cout, cin, kernel, kernel, device=device) * 2 - 1
+        b = torch.rand(cout, device=device) * 2 - 1
+        out = (size + 2 * padding - kernel) // stride + 1
+        dy = torch.rand(n, cout, out, out, device=device) * 2 - 1
+        flops = 2 * n * cout * out * out * cin * kernel * kernel
+        passes = {
+            "forward": lambda: F.conv2d(x, w, b, stride=stride, padding=padding),
+            "backward-data": lambda: torch.nn.grad.conv2d_input(x.shape, w, dy, stride=stride, padding=padding),
+            "backward-weight": lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=stride, padding=padding),
+        }
+        results = {}
+        with torch.no_grad():
+            for pass_name in CONV_PASSES:
+                run = passes[pass_name]
+                for _ in range(warmup):
+                    run()
+                synchronize(device)
+                times_ms = []
+                for _ in range(steps):
+                    start = time.perf_counter()
+                    run()
+                    synchronize(device)
+                    times_ms.append((time.perf_counter() - start) * 1000)
+                times_ms.sort()
+                median = statistics.median(times_ms)
+                results[pass_name] = {"median_ms": median, "p10_ms": percentile(times_ms, 0.10),
+                                      "p90_ms": percentile(times_ms, 0.90), "steps": steps,
+                                      "gflops": flops / (median * 1e-3) / 1e9}
+        shapes[name] = {"batch": n, "in_channels": cin, "size": size, "out_channels": cout, "kernel": kernel,
+                        "stride": stride, "padding": padding, "flops": flops, "passes": results}
+    return {"description": "F.conv2d forward, conv2d_input (backward-data), conv2d_weight (backward-weight), fp32",
+            "shapes": shapes, "device": device_description(device), "torch": torch.__version__}
+
+
 def synchronize(device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -428,14 +482,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for PyTorch (default 2 on the CPU; unchanged on CUDA)")
     parser.add_argument("--workloads", default="R1",
-                        help=f"comma-separated training workloads (known: {', '.join(WORKLOADS)})")
+                        help=f"comma-separated workloads (known: {', '.join(WORKLOADS)}, K2)")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--steps", type=int, default=200, help="timed steps (at least 200 for reports)")
     parser.add_argument("--gemm", action="store_true", help="also time torch.mm for square sizes 256…2048")
     parser.add_argument("--gemm-sizes", default="256,512,1024,2048")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch", type=int, help="batch size of K4, K5 and R3 (default: the issue's)")
+    parser.add_argument("--batch", type=int, help="batch size of K2, K3, K4, K5 and R3 (default: the issue's)")
     parser.add_argument("--seq", type=int, help="sequence length of K4, K5 and R3")
     parser.add_argument("--input-size", type=int, help="input features of K4/K5; the embedding size of R3")
     parser.add_argument("--hidden", type=int, help="hidden size of K4, K5 and R3")
@@ -464,18 +518,26 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
 
     names = [name.strip() for name in args.workloads.split(",") if name.strip()]
+    # K2 is not one training step but six passes: timed by time_conv, reported under "K2".
+    conv = "K2" in names
+    names = [name for name in names if name != "K2"]
     unknown = [name for name in names if name not in WORKLOADS]
     if unknown:
         print(f"error: unknown workload(s) {unknown}; known: {list(WORKLOADS)}", file=sys.stderr)
         return 2
 
     fixed = [name for name in names if not WORKLOADS[name].shape]
+    if conv and set(overrides) - {"batch"}:
+        print(f"error: K2 takes --batch only, got {sorted(set(overrides) - {'batch'})}", file=sys.stderr)
+        return 2
     if overrides and fixed:
         print(f"error: --batch/--seq/--input-size/--hidden/--heads/--head-dim apply to K3, K4, K5 and R3, not to {fixed}",
               file=sys.stderr)
         return 2
 
     report = {name: time_training_step(name, device, args.warmup, args.steps, overrides) for name in names}
+    if conv:
+        report["K2"] = time_conv(device, args.warmup, args.steps, overrides.get("batch"))
     if args.gemm:
         sizes = [int(size) for size in args.gemm_sizes.split(",")]
         report["gemm"] = time_gemm(sizes, device, warmup=3, repeats=10 if device.type == "cpu" else 50)
@@ -487,6 +549,11 @@ def main(argv=None) -> int:
         r = report[name]
         print(f"{name} ({r['description']}) on {r['device']}, torch {r['torch']}: "
               f"median {r['median_ms']:.3f} ms  p10 {r['p10_ms']:.3f}  p90 {r['p90_ms']:.3f}  ({r['steps']} steps)")
+    if conv:
+        print(f"K2 convolution on {report['K2']['device']}:")
+        for shape, r in report["K2"]["shapes"].items():
+            for pass_name, p in r["passes"].items():
+                print(f"  {shape:>6} N{r['batch']} {pass_name:<16} {p['median_ms']:9.3f} ms  {p['gflops']:8.1f} GFLOP/s")
     if args.gemm:
         print(f"GEMM on {report['gemm']['device']}:")
         for n, r in report["gemm"]["sizes"].items():

@@ -7,7 +7,8 @@ import OpalBenchmarks
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmark kernels and training steps against reference libraries.",
-        subcommands: [BenchTuneCommand.self, BenchPeakCommand.self, BenchGemmCommand.self, BenchConvCommand.self, BenchTrainCommand.self, BenchLSTMCommand.self, BenchGRUCommand.self, BenchAttentionCommand.self])
+        subcommands: [BenchSuiteCommand.self, BenchTuneCommand.self, BenchPeakCommand.self, BenchGemmCommand.self, BenchConvCommand.self, BenchTrainCommand.self, BenchLSTMCommand.self, BenchGRUCommand.self, BenchAttentionCommand.self],
+        defaultSubcommand: BenchSuiteCommand.self)
 }
 
 /// Options shared by the benchmark commands.
