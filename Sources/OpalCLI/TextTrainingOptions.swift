@@ -105,6 +105,7 @@ struct TextTrainingOptions: ParsableArguments {
         options.checkpointURL = URL(fileURLWithPath: path)
         options.checkpointEvery = checkpointEvery
         options.checkpointMetadata = description
+        options.dropoutSeed = seed
         let trainer = try LanguageModelTrainer(model: model, corpus: corpus, device: device, options: options)
         print(String(format: "training: %d steps of %d × %d characters · Adam %g (cosine) · clip %@", steps, options.batchSize,
                      sequenceLength, learningRate, clipNorm > 0 ? "\(clipNorm)" : "off"))

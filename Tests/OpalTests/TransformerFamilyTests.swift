@@ -84,17 +84,26 @@ final class TransformerFamilyTests: XCTestCase {
 
     /// A GPT's training state saved mid-run (`checkpointEvery`, then a stop) and resumed gives the same
     /// weights, bit for bit, as an uninterrupted run (Adam's moments and the position are in the checkpoint).
+    /// With dropout too: the masks of step k are drawn after re-seeding from (dropoutSeed, k), so the resumed run
+    /// draws what the straight one drew.
     func testGPTResumesExactly() throws {
+        for dropout: Float in [0, 0.2] {
+            try checkGPTResumesExactly(dropout: dropout)
+        }
+    }
+
+    private func checkGPTResumesExactly(dropout: Float) throws {
         let corpus = try texts().romeo
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("opal-gpt-\(UUID()).safetensors")
         defer { try? FileManager.default.removeItem(at: url) }
         var settings = options(steps: 8)
         settings.batchSize = 4; settings.sequenceLength = 16; settings.checkpointURL = url; settings.checkpointEvery = 3
+        settings.dropoutSeed = 7
         var lines: [String] = []
         func run(stopAfter: Int?, resume: URL?) throws -> [Float] {
             Random.seed(24)
             let model = try GPT(GPT.Configuration(vocabularySize: corpus.vocabularySize, contextLength: 16, modelSize: 16,
-                                                  headCount: 2, blockCount: 2))
+                                                  headCount: 2, blockCount: 2, dropout: dropout))
             let trainer = try LanguageModelTrainer(model: model, corpus: corpus, device: .cpu, options: settings)
             trainer.log = { lines.append($0) }
             trainer.stopRequested = { stopAfter.map { trainer.stepCount >= $0 } ?? false }
@@ -106,7 +115,7 @@ final class TransformerFamilyTests: XCTestCase {
         lines = []
         let resumed = try run(stopAfter: nil, resume: url)
         XCTAssertTrue(lines.contains { $0.contains("resumed from") && $0.contains("at step 5 of 8") }, "\(lines)")
-        XCTAssertEqual(straight, resumed)
+        XCTAssertEqual(straight, resumed, "dropout \(dropout)")
     }
 
     /// A small ViT (7×7 patches, d 32, 2 blocks) learns a 3,000-image Fashion-MNIST subset in 3 epochs.

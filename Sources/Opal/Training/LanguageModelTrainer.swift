@@ -19,6 +19,9 @@ public struct LanguageModelTrainingOptions: Sendable {
     public var checkpointEvery: Int?
     /// Extra metadata written into every checkpoint (e.g. the model's description).
     public var checkpointMetadata: [String: String] = [:]
+    /// Mixed with the step number to re-seed `Random` before every step, so the dropout masks of step k
+    /// depend on this and k only: a resumed run draws the same masks as a straight one (exact resume).
+    public var dropoutSeed: UInt64 = 0
     public init() {}
 }
 
@@ -199,6 +202,8 @@ public final class LanguageModelTrainer {
         startBar()
         while stepCount < options.steps {
             optimizer.learningRate = options.schedule.rate(base: options.learningRate, step: stepCount, of: options.steps)
+            var masks = SeededGenerator(seed: options.dropoutSeed, stream: 0x4452_4F50 &+ UInt64(stepCount))   // "DROP"
+            Random.seed(masks.next())
             let loss = try step(batch: stepCount % batches.count).detached()
             stepCount += 1
             windowSum = try windowSum + loss; reportSum = try reportSum + loss
