@@ -131,8 +131,8 @@ struct BenchAttentionCommand: ParsableCommand {
         guard !noPyTorch else { return PyTorchRow(sequenceLength: n, note: "skipped (--no-pytorch)") }
         if !json { printError("K3 N\(n) in PyTorch (CPU, \(threads) threads)…") }
         let steps = max(3, runs ?? 3)
-        switch PyTorchPeer.run(["--device", "cpu", "--threads", "\(threads)", "--workloads", "K3", "--seq", "\(n)",
-                                "--warmup", "1", "--steps", "\(steps)"]) {
+        switch PythonPeer.pytorch.run(["--device", "cpu", "--threads", "\(threads)", "--workloads", "K3", "--seq", "\(n)",
+                                       "--warmup", "1", "--steps", "\(steps)"]) {
         case .measured(let object):
             guard let entry = object["K3"] as? [String: Any], let median = entry["median_ms"] as? Double else {
                 return PyTorchRow(sequenceLength: n, note: "the PyTorch reference printed no K3 figure")
@@ -140,7 +140,7 @@ struct BenchAttentionCommand: ParsableCommand {
             let rate = gigaflops(AttentionBenchmark.flops(AttentionBenchmark.descriptor(sequenceLength: n)), milliseconds: median)
             return PyTorchRow(sequenceLength: n, milliseconds: median, gigaflops: rate,
                               note: "PyTorch \(entry["torch"] as? String ?? "") CPU, \(threads) threads: \(format(median, 2)) ms, \(format(rate, 1)) GFLOP/s")
-        case .unavailable(let reason):
+        case .missing(let reason), .failed(let reason):
             return PyTorchRow(sequenceLength: n, note: reason)
         }
     }

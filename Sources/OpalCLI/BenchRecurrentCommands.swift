@@ -62,13 +62,13 @@ struct RecurrentBenchOptions: ParsableArguments {
     func pytorch(_ workload: String, _ arguments: [String]) -> (Double?, String) {
         guard !noPyTorch else { return (nil, "skipped (--no-pytorch)") }
         if !json { printError("\(workload) in PyTorch (CPU, \(threadCount) threads)…") }
-        switch PyTorchPeer.run(["--device", "cpu", "--threads", "\(threadCount)", "--workloads", workload] + arguments) {
+        switch PythonPeer.pytorch.run(["--device", "cpu", "--threads", "\(threadCount)", "--workloads", workload] + arguments) {
         case .measured(let object):
             guard let entry = object[workload] as? [String: Any], let median = entry["median_ms"] as? Double else {
                 return (nil, "the PyTorch reference printed no \(workload) figure")
             }
             return (median, "PyTorch \(entry["torch"] as? String ?? "") CPU, \(threadCount) threads: \(format(median, 3)) ms")
-        case .unavailable(let reason):
+        case .missing(let reason), .failed(let reason):
             return (nil, reason)
         }
     }

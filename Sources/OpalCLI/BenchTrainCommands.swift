@@ -218,13 +218,13 @@ struct TrainingStepReport {
         if !options.json { printError("\(name) in PyTorch (CPU, \(threadCount) threads)…") }
         var arguments = ["--device", "cpu", "--threads", "\(threadCount)", "--workloads", name]
         if workload == .gan { arguments += ["--steps", "100", "--warmup", "10"] }
-        switch PyTorchPeer.run(arguments) {
+        switch PythonPeer.pytorch.run(arguments) {
         case .measured(let object):
             guard let entry = object[name] as? [String: Any], let median = entry["median_ms"] as? Double else {
                 return (nil, "the PyTorch reference printed no \(name) figure")
             }
             return (median, "PyTorch \(entry["torch"] as? String ?? "") CPU, \(threadCount) threads: \(format(median, 3)) ms")
-        case .unavailable(let reason):
+        case .missing(let reason), .failed(let reason):
             return (nil, reason)
         }
     }
