@@ -3,18 +3,12 @@ import XCTest
 @testable import Opal
 
 /// `Module.save(to:)` / `load(from:)`: names, shapes, devices, strictness, extra tensors.
-final class CheckpointTests: XCTestCase {
+final class CheckpointTests: ScratchDirectoryTestCase {
     private var seed: UInt64 = 0
-    private var directory: URL!
 
     override func setUpWithError() throws {
+        try super.setUpWithError()
         seed = UInt64.random(in: 0...UInt64(UInt32.max))
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("opal-checkpoint-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
     }
 
     private func url(_ name: String) -> URL { directory.appendingPathComponent(name) }

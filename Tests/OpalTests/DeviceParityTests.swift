@@ -5,19 +5,12 @@ import OpalOpenCL
 /// The same model and data on the native CPU and on the OpenCL device (PoCL in CI) must agree,
 /// and the OpenCL path must never wait on the host inside a training step.
 final class DeviceParityTests: XCTestCase {
-    private func openCLDevice() throws -> Device {
-        guard !DeviceRegistry.shared.openCL.isEmpty else {
-            throw XCTSkip("no OpenCL device: \(DeviceRegistry.shared.discoveryMessage ?? "")")
-        }
-        return try Device.openCL(0)
-    }
-
     /// A few Adam steps of a small MLP from identical initial weights give the same weights on both devices.
     func testTrainingStepsAgreeAcrossDevices() throws {
         let seed = UInt64.random(in: 0...UInt64(UInt32.max))
         print("seed \(seed)")
         var weights: [[[Float]]] = []
-        for device in [Device.cpu, try openCLDevice()] {
+        for device in [Device.cpu, try openCLTestDevice()] {
             Random.seed(seed)
             let model = try makeMLP(inputSize: 37, hiddenSizes: [33, 17], outputSize: 7).moved(to: device)
             let optimizer = try Adam(parameters: model.parameters, learningRate: 1e-2)
@@ -40,7 +33,7 @@ final class DeviceParityTests: XCTestCase {
 
     /// Forward, backward and the optimizer of R1 enqueue everything: zero host waits per step.
     func testTrainingStepNeverWaitsOnTheHost() throws {
-        let device = try openCLDevice()
+        let device = try openCLTestDevice()
         let backend = try XCTUnwrap(device.backend as? OpenCLBackend)
         Random.seed(7)
         let model = try makeMLP(inputSize: 784, hiddenSizes: [64, 64], outputSize: 10).moved(to: device)
@@ -81,7 +74,7 @@ final class DeviceParityTests: XCTestCase {
 
     /// Tensors on different devices never mix silently.
     func testMixingDevicesIsAnError() throws {
-        let device = try openCLDevice()
+        let device = try openCLTestDevice()
         let a = try Tensor.ones([3], on: .cpu)
         let b = try Tensor.ones([3], on: device)
         XCTAssertThrowsError(try a + b) { error in

@@ -4,16 +4,7 @@ import XCTest
 
 /// Transfer learning: load a trained CNN, replace its head, freeze its feature layers, fine-tune on
 /// another dataset (Fashion-MNIST → the built-in digits, resized to 28×28).
-final class FineTuningTests: XCTestCase {
-    private var directory: URL!
-
-    override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("opal-finetune-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
-
+final class FineTuningTests: ScratchDirectoryTestCase {
     func testBilinearResizeMatchesPyTorch() throws {
         // torch.nn.functional.interpolate(torch.tensor([[[[0., 1.], [2., 3.]]]]), size=(4, 4), mode="bilinear", align_corners=False)
         let expected: [Float] = [0, 0.25, 0.75, 1, 0.5, 0.75, 1.25, 1.5, 1.5, 1.75, 2.25, 2.5, 2, 2.25, 2.75, 3]

@@ -5,13 +5,6 @@ import OpalOpenCL
 
 /// The recurrent family learns on real data in CI time, on the native CPU and on the OpenCL device.
 final class RecurrentFamilyTests: XCTestCase {
-    private func openCLDevice() throws -> Device {
-        guard !DeviceRegistry.shared.openCL.isEmpty else {
-            throw XCTSkip("no OpenCL device: \(DeviceRegistry.shared.discoveryMessage ?? "")")
-        }
-        return try Device.openCL(0)
-    }
-
     /// The first 40,000 characters of the embedded plays (Romeo and Juliet), the last 10 % for validation.
     private func smallCorpus() throws -> TextCorpus {
         try TextCorpus(text: String(try Shakespeare.text().prefix(40_000)), name: "Romeo and Juliet (start)", validationFraction: 0.1)
@@ -48,7 +41,7 @@ final class RecurrentFamilyTests: XCTestCase {
     }
 
     func testLanguageModelBeatsTheUnigramEntropyOnOpenCL() throws {
-        try languageModelLearns(on: try openCLDevice())
+        try languageModelLearns(on: try openCLTestDevice())
     }
 
     /// Sampling carries the state step by step: the greedy continuation equals the argmax read off a
@@ -93,13 +86,13 @@ final class RecurrentFamilyTests: XCTestCase {
     }
 
     func testGRUSequenceClassifierLearnsFashionMNISTOnOpenCL() throws {
-        try sequenceClassifierLearns(on: try openCLDevice(), cell: .gru)
+        try sequenceClassifierLearns(on: try openCLTestDevice(), cell: .gru)
     }
 
     /// A language-model step (upload, forward over the sequence, backward through time, clipping by
     /// global norm, Adam) enqueues everything: zero host waits inside the steps.
     func testLanguageModelStepNeverWaitsOnTheHost() throws {
-        let device = try openCLDevice()
+        let device = try openCLTestDevice()
         let backend = try XCTUnwrap(device.backend as? OpenCLBackend)
         let corpus = try smallCorpus()
         Random.seed(5)

@@ -5,25 +5,7 @@ import XCTest
 /// Training N steps, saving the training state, resuming and training M more gives the weights of
 /// N + M steps straight through (same device), with and without dropout; a non-finite loss keeps
 /// the last good checkpoint.
-final class ResumeTests: XCTestCase {
-    private var directory: URL!
-
-    override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("opal-resume-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
-    }
-
-    private func openCLDevice() throws -> Device {
-        guard !DeviceRegistry.shared.openCL.isEmpty else {
-            throw XCTSkip("no OpenCL device: \(DeviceRegistry.shared.discoveryMessage ?? "")")
-        }
-        return try Device.openCL(0)
-    }
-
+final class ResumeTests: ScratchDirectoryTestCase {
     private func digits() throws -> (training: LabeledDataset, validation: LabeledDataset) {
         let data = try Digits.load(split: .train)
         let split = data.split(validationFraction: 0.1, seed: 5)
@@ -128,11 +110,11 @@ final class ResumeTests: XCTestCase {
     }
 
     func testExactResumeOnOpenCL() throws {
-        try checkExactResume(on: try openCLDevice(), dropout: false)
+        try checkExactResume(on: try openCLTestDevice(), dropout: false)
     }
 
     func testExactResumeWithDropoutOnOpenCL() throws {
-        try checkExactResume(on: try openCLDevice(), dropout: true)
+        try checkExactResume(on: try openCLTestDevice(), dropout: true)
     }
 
     /// Multiplies its inner model's output by NaN from the `poisonedCall`-th training call on.

@@ -4,21 +4,20 @@ import XCTest
 
 /// The safetensors reader and writer: round trips, the reference implementation's exact bytes,
 /// every malformed file we must reject, atomic writes, and interoperability with PyTorch.
-final class SafeTensorsTests: XCTestCase {
+final class SafeTensorsTests: ScratchDirectoryTestCase {
     private var seed: UInt64 = 0
     private var generator = SeededGenerator(seed: 0)
-    private var directory: URL!
 
     override func setUpWithError() throws {
+        try super.setUpWithError()
         seed = UInt64.random(in: 0...UInt64.max)
         generator = SeededGenerator(seed: seed)
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("opal-safetensors-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     }
 
     override func tearDownWithError() throws {
+        // The read-only-directory test may leave it unwritable: restore before the base class removes it.
         try? FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory.path)
-        try? FileManager.default.removeItem(at: directory)
+        try super.tearDownWithError()
     }
 
     private func randomFloats(_ count: Int) -> [Float] {

@@ -5,25 +5,7 @@ import XCTest
 /// `Seq2SeqTrainer`'s training state: N steps, save, resume in a fresh trainer, M more steps gives the
 /// weights of N + M steps straight through (same device), with and without dropout; a resume file of
 /// another run is refused naming the difference; a non-finite loss keeps the last good checkpoint.
-final class Seq2SeqResumeTests: XCTestCase {
-    private var directory: URL!
-
-    override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("opal-seq2seq-resume-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
-    }
-
-    private func openCLDevice() throws -> Device {
-        guard !DeviceRegistry.shared.openCL.isEmpty else {
-            throw XCTSkip("no OpenCL device: \(DeviceRegistry.shared.discoveryMessage ?? "")")
-        }
-        return try Device.openCL(0)
-    }
-
+final class Seq2SeqResumeTests: ScratchDirectoryTestCase {
     private func task() throws -> DigitReversal { try DigitReversal(minimumLength: 2, maximumLength: 6) }
 
     private func model(initSeed: UInt64, dropout: Float = 0, heads: Int = 2) throws -> Seq2SeqTransformer {
@@ -116,8 +98,8 @@ final class Seq2SeqResumeTests: XCTestCase {
 
     func testExactResumeOnCPU() throws { try checkExactResume(on: .cpu, dropout: 0) }
     func testExactResumeWithDropoutOnCPU() throws { try checkExactResume(on: .cpu, dropout: 0.2) }
-    func testExactResumeOnOpenCL() throws { try checkExactResume(on: try openCLDevice(), dropout: 0) }
-    func testExactResumeWithDropoutOnOpenCL() throws { try checkExactResume(on: try openCLDevice(), dropout: 0.2) }
+    func testExactResumeOnOpenCL() throws { try checkExactResume(on: try openCLTestDevice(), dropout: 0) }
+    func testExactResumeWithDropoutOnOpenCL() throws { try checkExactResume(on: try openCLTestDevice(), dropout: 0.2) }
 
     /// Without the step-seeded masks, a resumed run with dropout would draw other masks: two runs that
     /// differ only in the dropout seed sequence before training must still agree.

@@ -6,13 +6,6 @@ import OpalOpenCL
 /// The digit-reversal data, the encoder–decoder Transformer's masked loss, cached greedy decoding,
 /// checkpoints, and end-to-end learning on the native CPU and on the OpenCL device.
 final class Seq2SeqTests: XCTestCase {
-    private func openCLDevice() throws -> Device {
-        guard !DeviceRegistry.shared.openCL.isEmpty else {
-            throw XCTSkip("no OpenCL device: \(DeviceRegistry.shared.discoveryMessage ?? "")")
-        }
-        return try Device.openCL(0)
-    }
-
     private func clockSeed() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
 
     // MARK: Data
@@ -198,7 +191,7 @@ final class Seq2SeqTests: XCTestCase {
     }
 
     func testCachedDecodingMatchesFullPassesOnCPU() throws { try decodingIsConsistent(on: .cpu) }
-    func testCachedDecodingMatchesFullPassesOnOpenCL() throws { try decodingIsConsistent(on: try openCLDevice()) }
+    func testCachedDecodingMatchesFullPassesOnOpenCL() throws { try decodingIsConsistent(on: try openCLTestDevice()) }
 
     func testCheckpointRoundTrip() throws {
         Random.seed(clockSeed())
@@ -244,5 +237,5 @@ final class Seq2SeqTests: XCTestCase {
     }
 
     func testLearnsToReverseShortStringsOnCPU() throws { try learnsReversal(on: .cpu) }
-    func testLearnsToReverseShortStringsOnOpenCL() throws { try learnsReversal(on: try openCLDevice()) }
+    func testLearnsToReverseShortStringsOnOpenCL() throws { try learnsReversal(on: try openCLTestDevice()) }
 }

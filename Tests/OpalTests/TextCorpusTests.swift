@@ -2,16 +2,7 @@ import Foundation
 import XCTest
 @testable import Opal
 
-final class TextCorpusTests: XCTestCase {
-    private var directory: URL!
-
-    override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("opal-text-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
-
+final class TextCorpusTests: ScratchDirectoryTestCase {
     private func write(_ bytes: [UInt8], to name: String) throws -> URL {
         let url = directory.appendingPathComponent(name)
         try Data(bytes).write(to: url)
