@@ -43,6 +43,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from peer_timing import percentile  # this folder's shared timing helper
+
 
 @dataclass
 class Workload:
@@ -400,16 +402,6 @@ def time_conv(device: torch.device, warmup: int, steps: int, batch=None) -> dict
 def synchronize(device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def percentile(sorted_values: List[float], fraction: float) -> float:
-    """Linear-interpolated percentile of an already sorted list."""
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    position = fraction * (len(sorted_values) - 1)
-    low = int(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
 def time_training_step(name: str, device: torch.device, warmup: int, steps: int, overrides=None) -> dict:

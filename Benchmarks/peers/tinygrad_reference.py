@@ -40,6 +40,8 @@ import sys
 import time
 import traceback
 
+from peer_timing import percentile  # this folder's shared timing helper
+
 
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -272,15 +274,6 @@ WORKLOADS = {
     "R6": ("GPT vocab 65, context 64, d_model 128, 4 heads, 2 pre-LN blocks, MLP 4x GELU, cross-entropy, Adam 1e-3, "
            "batch 32", build_r6),
 }
-
-
-def percentile(sorted_values, fraction):
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    position = fraction * (len(sorted_values) - 1)
-    low = int(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
 def device_description():
