@@ -60,6 +60,13 @@ public enum Random {
     /// Restarts the sequence (like `torch.manual_seed`).
     public static func seed(_ value: UInt64) { counter.store(value &* 0x9E37_79B9_7F4A_7C15, ordering: .relaxed) }
 
+    /// Restarts the sequence at a point that depends only on a run's seed and a training step, so the
+    /// dropout masks of step `step` are the same in a straight run and in one resumed before it.
+    public static func seed(run: UInt64, step: Int) {
+        var generator = SeededGenerator(seed: run, stream: 0x4452_4F50 &+ UInt64(step))   // "DROP"
+        seed(generator.next())
+    }
+
     /// The next 32-bit seed of the sequence.
     public static func nextSeed() -> UInt32 {
         var x = counter.wrappingAdd(0x9E37_79B9_7F4A_7C15, ordering: .relaxed).newValue

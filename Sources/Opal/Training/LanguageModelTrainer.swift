@@ -202,8 +202,7 @@ public final class LanguageModelTrainer {
         startBar()
         while stepCount < options.steps {
             optimizer.learningRate = options.schedule.rate(base: options.learningRate, step: stepCount, of: options.steps)
-            var masks = SeededGenerator(seed: options.dropoutSeed, stream: 0x4452_4F50 &+ UInt64(stepCount))   // "DROP"
-            Random.seed(masks.next())
+            Random.seed(run: options.dropoutSeed, step: stepCount)   // this step's dropout masks
             let loss = try step(batch: stepCount % batches.count).detached()
             stepCount += 1
             windowSum = try windowSum + loss; reportSum = try reportSum + loss

@@ -120,18 +120,12 @@ public final class Seq2SeqTrainer {
         return options.schedule.rate(base: options.learningRate, step: step - warmup, of: options.steps - warmup)
     }
 
-    /// The `Random.seed` of step `step`'s dropout masks: a mix of the run's seed and the step.
-    private func dropoutSeed(step: Int) -> UInt64 {
-        var generator = SeededGenerator(seed: options.seed, stream: 0x4452_4F50 &+ UInt64(step))   // "DROP"
-        return generator.next()
-    }
-
     /// One optimisation step (number `stepCount`, which it advances) on the next training batch, at
     /// the schedule's learning rate; returns the loss (not read).
     @discardableResult
     public func step() throws -> Tensor {
         optimizer.learningRate = learningRate(at: stepCount)
-        if model.configuration.dropout > 0 { Random.seed(dropoutSeed(step: stepCount)) }
+        if model.configuration.dropout > 0 { Random.seed(run: options.seed, step: stepCount) }
         let batch = stream.nextBatch(options.batchSize)
         optimizer.zeroGradients()
         let loss = try model.loss(batch, on: device)
