@@ -23,7 +23,7 @@ protocol UnaryFunction {
 
 extension UnaryFunction { static var isExpensive: Bool { false } }
 
-/// A transcendental function with an 8-lane form built on the vector `exponential` (Attention.swift),
+/// A transcendental function with an 8-lane form built on the vector `exponential` (below),
 /// because the scalar libm calls (`expf`) keep the loop from vectorising.
 protocol VectorUnaryFunction: UnaryFunction {
     func callAsFunction(_ x: SIMD8<Float>) -> SIMD8<Float>
