@@ -118,6 +118,67 @@ static inline __attribute__((always_inline)) void attention_gradient_row_loop(fl
     }
 }
 
+// Batch normalisation's per-row sums, accumulated in Double over eight lanes in a fixed order (so the result
+// does not depend on the instruction set): Σ (x − shift) and Σ (x − shift)², and Σ dy and Σ dy·(x − mean).
+static inline __attribute__((always_inline)) void shifted_sums_loop(const float *x, long count, float shift,
+                                                                    double *sum, double *squares) {
+    double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0}, square_lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    long j = 0;
+    for (; j + 8 <= count; j += 8) {
+        for (int l = 0; l < 8; l++) { double v = (double)(x[j + l] - shift); lanes[l] += v; square_lanes[l] += v * v; }
+    }
+    double total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    double total_squares = ((square_lanes[0] + square_lanes[4]) + (square_lanes[1] + square_lanes[5]))
+        + ((square_lanes[2] + square_lanes[6]) + (square_lanes[3] + square_lanes[7]));
+    for (; j < count; j++) { double v = (double)(x[j] - shift); total += v; total_squares += v * v; }
+    *sum += total;
+    *squares += total_squares;
+}
+
+static inline __attribute__((always_inline)) void gradient_sums_loop(const float *x, const float *dy, long count,
+                                                                     float mean, double *sum, double *products) {
+    double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0}, product_lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const double m = (double)mean;
+    long j = 0;
+    for (; j + 8 <= count; j += 8) {
+        for (int l = 0; l < 8; l++) {
+            double g = (double)dy[j + l];
+            lanes[l] += g;
+            product_lanes[l] += g * ((double)x[j + l] - m);
+        }
+    }
+    double total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    double total_products = ((product_lanes[0] + product_lanes[4]) + (product_lanes[1] + product_lanes[5]))
+        + ((product_lanes[2] + product_lanes[6]) + (product_lanes[3] + product_lanes[7]));
+    for (; j < count; j++) { double g = (double)dy[j]; total += g; total_products += g * ((double)x[j] - m); }
+    *sum += total;
+    *products += total_products;
+}
+
+// The same sums down the columns of a [rows, width] band (row pitch `stride`) for each column j: batch
+// normalisation of features (spatial extent 1), vectorised across the columns.
+static inline __attribute__((always_inline)) void column_shifted_sums_loop(
+    const float *restrict x, long rows, long width, long stride, const float *restrict shift,
+    double *restrict sum, double *restrict squares) {
+    for (long r = 0; r < rows; r++) {
+        const float *row = x + r * stride;
+        for (long j = 0; j < width; j++) { double v = (double)(row[j] - shift[j]); sum[j] += v; squares[j] += v * v; }
+    }
+}
+
+static inline __attribute__((always_inline)) void column_gradient_sums_loop(
+    const float *restrict x, const float *restrict dy, long rows, long width, long stride,
+    const float *restrict mean, double *restrict sum, double *restrict products) {
+    for (long r = 0; r < rows; r++) {
+        const float *xr = x + r * stride, *gr = dy + r * stride;
+        for (long j = 0; j < width; j++) {
+            double g = (double)gr[j];
+            sum[j] += g;
+            products[j] += g * ((double)xr[j] - (double)mean[j]);
+        }
+    }
+}
+
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 static int avx2_state = -1;   // −1 unknown, 0 baseline, 1 AVX2 + FMA (benign race: every writer stores the same)
 
@@ -177,12 +238,80 @@ void opal_attention_gradient_row(float *s, float *g, const int *mask, long count
     if (opal_vector_math_uses_avx2()) attention_gradient_row_avx2(s, g, mask, count, shift, delta);
     else attention_gradient_row_baseline(s, g, mask, count, shift, delta);
 }
+__attribute__((target("avx2,fma"))) static void shifted_sums_avx2(const float *x, long count, float shift,
+                                                                  double *sum, double *squares) {
+    shifted_sums_loop(x, count, shift, sum, squares);
+}
+static void shifted_sums_baseline(const float *x, long count, float shift, double *sum, double *squares) {
+    shifted_sums_loop(x, count, shift, sum, squares);
+}
+void opal_shifted_sums(const float *x, long count, float shift, double *sum, double *squares) {
+    if (opal_vector_math_uses_avx2()) shifted_sums_avx2(x, count, shift, sum, squares);
+    else shifted_sums_baseline(x, count, shift, sum, squares);
+}
+
+__attribute__((target("avx2,fma"))) static void gradient_sums_avx2(const float *x, const float *dy, long count,
+                                                                   float mean, double *sum, double *products) {
+    gradient_sums_loop(x, dy, count, mean, sum, products);
+}
+static void gradient_sums_baseline(const float *x, const float *dy, long count, float mean, double *sum,
+                                   double *products) {
+    gradient_sums_loop(x, dy, count, mean, sum, products);
+}
+void opal_gradient_sums(const float *x, const float *dy, long count, float mean, double *sum, double *products) {
+    if (opal_vector_math_uses_avx2()) gradient_sums_avx2(x, dy, count, mean, sum, products);
+    else gradient_sums_baseline(x, dy, count, mean, sum, products);
+}
+
+__attribute__((target("avx2,fma"))) static void column_shifted_sums_avx2(const float *x, long rows, long width,
+                                                                         long stride, const float *shift,
+                                                                         double *sum, double *squares) {
+    column_shifted_sums_loop(x, rows, width, stride, shift, sum, squares);
+}
+static void column_shifted_sums_baseline(const float *x, long rows, long width, long stride, const float *shift,
+                                         double *sum, double *squares) {
+    column_shifted_sums_loop(x, rows, width, stride, shift, sum, squares);
+}
+void opal_column_shifted_sums(const float *x, long rows, long width, long stride, const float *shift, double *sum,
+                              double *squares) {
+    if (opal_vector_math_uses_avx2()) column_shifted_sums_avx2(x, rows, width, stride, shift, sum, squares);
+    else column_shifted_sums_baseline(x, rows, width, stride, shift, sum, squares);
+}
+
+__attribute__((target("avx2,fma"))) static void column_gradient_sums_avx2(const float *x, const float *dy, long rows,
+                                                                          long width, long stride, const float *mean,
+                                                                          double *sum, double *products) {
+    column_gradient_sums_loop(x, dy, rows, width, stride, mean, sum, products);
+}
+static void column_gradient_sums_baseline(const float *x, const float *dy, long rows, long width, long stride,
+                                          const float *mean, double *sum, double *products) {
+    column_gradient_sums_loop(x, dy, rows, width, stride, mean, sum, products);
+}
+void opal_column_gradient_sums(const float *x, const float *dy, long rows, long width, long stride,
+                               const float *mean, double *sum, double *products) {
+    if (opal_vector_math_uses_avx2()) column_gradient_sums_avx2(x, dy, rows, width, stride, mean, sum, products);
+    else column_gradient_sums_baseline(x, dy, rows, width, stride, mean, sum, products);
+}
 #else
 int opal_vector_math_uses_avx2(void) { return 0; }
 float opal_exp_shifted_sum(float *s, long count, float shift) { return exp_shifted_sum_loop(s, count, shift); }
 float opal_exp_shifted_total(const float *x, long count, float shift) { return exp_shifted_total_loop(x, count, shift); }
 void opal_attention_gradient_row(float *s, float *g, const int *mask, long count, float shift, float delta) {
     attention_gradient_row_loop(s, g, mask, count, shift, delta);
+}
+void opal_shifted_sums(const float *x, long count, float shift, double *sum, double *squares) {
+    shifted_sums_loop(x, count, shift, sum, squares);
+}
+void opal_column_shifted_sums(const float *x, long rows, long width, long stride, const float *shift, double *sum,
+                              double *squares) {
+    column_shifted_sums_loop(x, rows, width, stride, shift, sum, squares);
+}
+void opal_column_gradient_sums(const float *x, const float *dy, long rows, long width, long stride,
+                               const float *mean, double *sum, double *products) {
+    column_gradient_sums_loop(x, dy, rows, width, stride, mean, sum, products);
+}
+void opal_gradient_sums(const float *x, const float *dy, long count, float mean, double *sum, double *products) {
+    gradient_sums_loop(x, dy, count, mean, sum, products);
 }
 #define OPAL_VERSIONS_UNARY(name)                                                                        \
     void opal_##name(const float *x, float *y, long count) { name##_loop(x, y, count); }

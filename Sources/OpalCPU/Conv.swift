@@ -15,6 +15,8 @@ import Synchronization
 // Group g owns the K = Cg·kH·kW rows starting at g·K, and W_g = w[g·Mg ..< (g+1)·Mg] is [Mg, K] row-major.
 //   forward          y_{n,g} [Mg, P] = W_g · col_g[:, j·P ..< (j+1)·P]   (one GEMM per element: y is NCHW already)
 //   backward data    col_g[:, j·P ..< (j+1)·P] = W_gᵀ · dy_{n,g}, then col2im sums col into dx
+//   (for small planes, P < 512, both run as one GEMM over the chunk through a [Mg, nb·P] scratch that is
+//   scattered into y or gathered from dy: `ConvolutionPlan.batchesGEMMs`)
 //   backward weight  dW_g (+)= dyT · col_gᵀ, dyT [Mg, nb·P] gathered from dy (one GEMM of depth nb·P per chunk)
 // Work is split across the cores in one of two ways (`ConvolutionPlan.workers`):
 //   - batch split (the usual training case): each core takes a contiguous range of batch elements and runs
@@ -22,9 +24,11 @@ import Synchronization
 //     cores meet once at the end (backward weight then sums their partial dW). No NCHW scatter is needed.
 //   - one worker (batch too small to split evenly): chunks run in order, im2col/col2im/gather split over
 //     (element, channel) planes on all cores and OpenBLAS threaded.
-// im2col walks each (element, channel) plane with the valid output rows/columns of every tap computed up
-// front; with stride 1 and oW = W (the "same" convolution) a tap's rows are one contiguous copy whose
-// padding columns are zeroed afterwards.
+// im2col walks each (element, channel) plane tap by tap, each tap a stride-1 window whose valid output
+// rows/columns are computed up front (`ConvolutionPlan.TapWindow`). A strided plane is first split into its
+// stride² phase planes (rows ih ≡ a mod sH, columns iw ≡ b mod sW), in which a strided tap is a stride-1
+// window. Where the window's source is as wide as the output (the "same" stride-1 convolution, DCGAN's
+// 4×4 stride-2 ones) a tap's rows are one contiguous copy whose padding columns are zeroed afterwards.
 // `referenceConv2D…` below are the direct loops (Double accumulation) the fast path is tested against
 // (Tests/OpalCPUTests/ConvTests.swift).
 
@@ -54,10 +58,34 @@ extension CPUBackend {
         let y = try cpuBuffer(output, op: "conv2D", elements: d.outputCount).floats
         let columns = cache.buffer(count: plan.workers * plan.columnCount)
         let (mg, k, p) = (d.outputChannelsPerGroup, plan.depth, plan.positions)
+        let productCount = plan.batchesGEMMs ? mg * p * plan.chunk : 0
+        let products = cache.buffer(count: plan.workers * productCount)
         forEachChunk(plan, batch: d.batch) { first, count, worker in
             let col = columns.floats + worker * plan.columnCount
             let pitch = count * p
             if plan.needsColumns { im2col(x, col, d, plan, first: first, count: count) }
+            if plan.batchesGEMMs {
+                // Small planes: one GEMM over the chunk, y_g [Mg, nb·P] = W_g · col_g, then scattered into NCHW.
+                let product = products.floats + worker * productCount
+                for g in 0..<d.groups {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(mg), blasint(pitch), blasint(k), 1,
+                                w + g * mg * k, blasint(k), col + g * k * pitch, blasint(pitch), 0, product,
+                                blasint(pitch))
+                    for j in 0..<count {
+                        for m in 0..<mg {
+                            let (source, target) = (product + m * pitch + j * p,
+                                                    y + ((first + j) * d.outputChannels + g * mg + m) * p)
+                            if let b {
+                                let value = b[g * mg + m]
+                                for index in 0..<p { target[index] = source[index] + value }
+                            } else {
+                                target.update(from: source, count: p)
+                            }
+                        }
+                    }
+                }
+                return
+            }
             for j in 0..<count {
                 let n = first + j
                 for g in 0..<d.groups {
@@ -97,9 +125,22 @@ extension CPUBackend {
         let dx = try cpuBuffer(gradInput, op: "conv2DBackwardData", elements: d.inputCount).floats
         let columns = cache.buffer(count: plan.workers * plan.columnCount)
         let (mg, k, p) = (d.outputChannelsPerGroup, plan.depth, plan.positions)
+        let gatheredCount = plan.batchesGEMMs ? mg * p * plan.chunk : 0
+        let gathered = cache.buffer(count: plan.workers * gatheredCount)
         forEachChunk(plan, batch: d.batch) { first, count, worker in
             let col = columns.floats + worker * plan.columnCount
             let pitch = count * p
+            if plan.batchesGEMMs {
+                // Small planes: dy gathered side by side [Mg, nb·P], then col_g = W_gᵀ · dyT in one GEMM.
+                let a = gathered.floats + worker * gatheredCount
+                for g in 0..<d.groups {
+                    gather(dy, a, d, first: first, count: count, group: g, parallel: plan.workers == 1)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blasint(k), blasint(pitch), blasint(mg), 1,
+                                w + g * mg * k, blasint(k), a, blasint(pitch), 0, col + g * k * pitch, blasint(pitch))
+                }
+                col2im(col, dx, d, plan, first: first, count: count)
+                return
+            }
             for j in 0..<count {
                 let n = first + j
                 for g in 0..<d.groups {
@@ -228,10 +269,12 @@ extension CPUBackend {
         let (planeSize, p, taps) = (d.inputHeight * d.inputWidth, plan.positions, d.kernelHeight * d.kernelWidth)
         let pitch = count * p
         forEachPlane(plan, count: count * d.inputChannels, workPerPlane: taps * p) { start, end in
-            for plane in start..<end {
-                let (j, c) = plane.quotientAndRemainder(dividingBy: d.inputChannels)
-                im2colPlane(x + ((first + j) * d.inputChannels + c) * planeSize, col + c * taps * pitch + j * p,
-                            pitch: pitch, d, plan)
+            plan.withPhaseScratch { phases in
+                for plane in start..<end {
+                    let (j, c) = plane.quotientAndRemainder(dividingBy: d.inputChannels)
+                    im2colPlane(x + ((first + j) * d.inputChannels + c) * planeSize, col + c * taps * pitch + j * p,
+                                pitch: pitch, phases: phases, d, plan)
+                }
             }
         }
     }
@@ -242,10 +285,12 @@ extension CPUBackend {
         let (planeSize, p, taps) = (d.inputHeight * d.inputWidth, plan.positions, d.kernelHeight * d.kernelWidth)
         let pitch = count * p
         forEachPlane(plan, count: count * d.inputChannels, workPerPlane: taps * p) { start, end in
-            for plane in start..<end {
-                let (j, c) = plane.quotientAndRemainder(dividingBy: d.inputChannels)
-                col2imPlane(col + c * taps * pitch + j * p, dx + ((first + j) * d.inputChannels + c) * planeSize,
-                            pitch: pitch, d, plan)
+            plan.withPhaseScratch { phases in
+                for plane in start..<end {
+                    let (j, c) = plane.quotientAndRemainder(dividingBy: d.inputChannels)
+                    col2imPlane(col + c * taps * pitch + j * p, dx + ((first + j) * d.inputChannels + c) * planeSize,
+                                pitch: pitch, phases: phases, d, plan)
+                }
             }
         }
     }
@@ -271,113 +316,94 @@ extension CPUBackend {
 }
 
 /// im2col of one input plane: rows[(kh·kW + kw)·pitch + oh·oW + ow] = plane[ih, iw], 0 outside the plane.
+/// A strided plane is first split into its phase planes (`ConvolutionPlan.TapWindow`), after which every
+/// tap is a stride-1 window copy: one block copy when the source is as wide as the output.
 @inline(__always)
 private func im2colPlane(_ plane: UnsafeMutablePointer<Float>, _ rows: UnsafeMutablePointer<Float>, pitch: Int,
-                         _ d: Conv2DDescriptor, _ plan: ConvolutionPlan) {
-    let (height, width, outputHeight, outputWidth) = (d.inputHeight, d.inputWidth, d.outputHeight, d.outputWidth)
-    let (strideHeight, strideWidth) = (d.strideHeight, d.strideWidth)
-    let planeSize = height * width
-    for kh in 0..<d.kernelHeight {
-        let rowRange = plan.validRows(kh: kh)
-        let rowOffset = kh * d.dilationHeight - d.paddingHeight
-        for kw in 0..<d.kernelWidth {
-            let target = rows + (kh * d.kernelWidth + kw) * pitch
-            let span = plan.validColumns(kw: kw)
-            let columnOffset = kw * d.dilationWidth - d.paddingWidth
-            guard !rowRange.isEmpty, !span.isEmpty else {
-                target.update(repeating: 0, count: outputHeight * outputWidth)
-                continue
-            }
-            let (low, high) = (span.lowerBound, span.upperBound)
-            target.update(repeating: 0, count: rowRange.lowerBound * outputWidth)
-            (target + rowRange.upperBound * outputWidth)
-                .update(repeating: 0, count: (outputHeight - rowRange.upperBound) * outputWidth)
-            if plan.contiguousRows {
-                // Stride 1 and oW = W: output position t reads plane[t + shift] on every valid row, so the valid
-                // rows are one block copy (clipped to the plane) whose padding columns are then zeroed.
-                let (start, end) = (rowRange.lowerBound * outputWidth, rowRange.upperBound * outputWidth)
-                let shift = rowOffset * width + columnOffset
-                let copyStart = max(start, -shift), copyEnd = max(copyStart, min(end, planeSize - shift))
-                (target + start).update(repeating: 0, count: copyStart - start)
-                (target + copyStart).update(from: plane + copyStart + shift, count: copyEnd - copyStart)
-                (target + copyEnd).update(repeating: 0, count: end - copyEnd)
-                if low > 0 || high < outputWidth {
-                    for outputRow in rowRange {
-                        let line = target + outputRow * outputWidth
-                        var o = 0
-                        while o < low { line[o] = 0; o += 1 }
-                        o = high
-                        while o < outputWidth { line[o] = 0; o += 1 }
-                    }
-                }
-            } else {
-                for outputRow in rowRange {
+                         phases: UnsafeMutablePointer<Float>, _ d: Conv2DDescriptor, _ plan: ConvolutionPlan) {
+    let source: UnsafeMutablePointer<Float>
+    if plan.isStrided {
+        plan.splitPhases(plane, into: phases)
+        source = phases
+    } else {
+        source = plane
+    }
+    let (outputHeight, outputWidth) = (d.outputHeight, d.outputWidth)
+    for (tap, window) in plan.windows.enumerated() {
+        let target = rows + tap * pitch
+        let (r0, r1, c0, c1) = (window.rows.lowerBound, window.rows.upperBound,
+                                window.columns.lowerBound, window.columns.upperBound)
+        guard r0 < r1, c0 < c1 else {
+            target.update(repeating: 0, count: outputHeight * outputWidth)
+            continue
+        }
+        let from = source + window.source + window.shift
+        target.update(repeating: 0, count: r0 * outputWidth)
+        (target + r1 * outputWidth).update(repeating: 0, count: (outputHeight - r1) * outputWidth)
+        if window.sourceWidth == outputWidth {
+            // Output position t reads from[t] on every valid row: one block copy, then the padding columns.
+            let (start, end) = (r0 * outputWidth + c0, (r1 - 1) * outputWidth + c1)
+            (target + start).update(from: from + start, count: end - start)
+            if c0 > 0 || c1 < outputWidth {
+                for outputRow in r0..<r1 {
                     let line = target + outputRow * outputWidth
-                    let source = plane + (outputRow * strideHeight + rowOffset) * width + columnOffset
                     var o = 0
-                    while o < low { line[o] = 0; o += 1 }
-                    if strideWidth == 1 {
-                        while o < high { line[o] = source[o]; o += 1 }
-                    } else {
-                        while o < high { line[o] = source[o * strideWidth]; o += 1 }
-                    }
+                    while o < c0 { line[o] = 0; o += 1 }
+                    o = c1
                     while o < outputWidth { line[o] = 0; o += 1 }
                 }
+            }
+        } else {
+            for outputRow in r0..<r1 {
+                let line = target + outputRow * outputWidth
+                let read = from + outputRow * window.sourceWidth
+                var o = 0
+                while o < c0 { line[o] = 0; o += 1 }
+                (line + c0).update(from: read + c0, count: c1 - c0)
+                o = c1
+                while o < outputWidth { line[o] = 0; o += 1 }
             }
         }
     }
 }
 
-/// col2im of one input plane: zeroes it, then adds every column entry that `im2colPlane` would copy from
-/// (ih, iw) back into it, tap by tap and row by row. With `plan.contiguousRows` it zeroes the column
-/// matrix's padding entries (`rows` is scratch) so that each tap is one long add.
+/// col2im of one input plane (the adjoint of `im2colPlane`): adds every column entry back where im2col
+/// copied it from, window by window into the plane (stride 1) or into zeroed phase planes that are then
+/// interleaved into it (strided; every element of the plane belongs to exactly one phase). Where a window's
+/// source is as wide as the output, the column matrix's padding entries are zeroed (`rows` is scratch) so
+/// that the tap is one long add.
 @inline(__always)
 private func col2imPlane(_ rows: UnsafeMutablePointer<Float>, _ plane: UnsafeMutablePointer<Float>, pitch: Int,
-                         _ d: Conv2DDescriptor, _ plan: ConvolutionPlan) {
-    let (width, outputWidth) = (d.inputWidth, d.outputWidth)
-    let (strideHeight, strideWidth) = (d.strideHeight, d.strideWidth)
-    plane.update(repeating: 0, count: d.inputHeight * width)
-    for kh in 0..<d.kernelHeight {
-        let rowRange = plan.validRows(kh: kh)
-        let rowOffset = kh * d.dilationHeight - d.paddingHeight
-        for kw in 0..<d.kernelWidth {
-            let source = rows + (kh * d.kernelWidth + kw) * pitch
-            let span = plan.validColumns(kw: kw)
-            let columnOffset = kw * d.dilationWidth - d.paddingWidth
-            let (low, high) = (span.lowerBound, span.upperBound)
-            if plan.contiguousRows {
-                // Stride 1 and oW = W (as in im2colPlane): output position t adds into plane[t + shift] on every
-                // valid row, so the valid rows are one long vectorisable loop once the padding columns of the
-                // column matrix (scratch, which would land in the neighbouring row) are zeroed; the loop is
-                // clipped to the plane, where only padding columns can fall outside it.
-                guard !rowRange.isEmpty, !span.isEmpty else { continue }
-                if low > 0 || high < outputWidth {
-                    for outputRow in rowRange {
-                        let line = source + outputRow * outputWidth
-                        var o = 0
-                        while o < low { line[o] = 0; o += 1 }
-                        o = high
-                        while o < outputWidth { line[o] = 0; o += 1 }
-                    }
+                         phases: UnsafeMutablePointer<Float>, _ d: Conv2DDescriptor, _ plan: ConvolutionPlan) {
+    let target = plan.isStrided ? phases : plane
+    target.update(repeating: 0, count: d.inputHeight * d.inputWidth)
+    let outputWidth = d.outputWidth
+    for (tap, window) in plan.windows.enumerated() {
+        let (r0, r1, c0, c1) = (window.rows.lowerBound, window.rows.upperBound,
+                                window.columns.lowerBound, window.columns.upperBound)
+        guard r0 < r1, c0 < c1 else { continue }
+        let source = rows + tap * pitch
+        let into = target + window.source + window.shift
+        if window.sourceWidth == outputWidth {
+            if c0 > 0 || c1 < outputWidth {
+                for outputRow in r0..<r1 {
+                    let line = source + outputRow * outputWidth
+                    var o = 0
+                    while o < c0 { line[o] = 0; o += 1 }
+                    o = c1
+                    while o < outputWidth { line[o] = 0; o += 1 }
                 }
-                let (start, end) = (rowRange.lowerBound * outputWidth, rowRange.upperBound * outputWidth)
-                let shift = rowOffset * width + columnOffset
-                let addStart = max(start, -shift), addEnd = max(addStart, min(end, d.inputHeight * width - shift))
-                addRows(source + addStart, plane + addStart + shift, count: addEnd - addStart)
-                continue
             }
-            for outputRow in rowRange {
-                let line = source + outputRow * outputWidth
-                let target = plane + (outputRow * strideHeight + rowOffset) * width + columnOffset
-                var o = low
-                if strideWidth == 1 {
-                    while o < high { target[o] += line[o]; o += 1 }
-                } else {
-                    while o < high { target[o * strideWidth] += line[o]; o += 1 }
-                }
+            let (start, end) = (r0 * outputWidth + c0, (r1 - 1) * outputWidth + c1)
+            addRows(source + start, into + start, count: end - start)
+        } else {
+            for outputRow in r0..<r1 {
+                addRows(source + outputRow * outputWidth + c0, into + outputRow * window.sourceWidth + c0,
+                        count: c1 - c0)
             }
         }
     }
+    if plan.isStrided { plan.mergePhases(phases, into: plane) }
 }
 
 /// `target[i] += source[i]` for i < count (the two never overlap: one is scratch, the other dx).
@@ -413,12 +439,44 @@ struct ConvolutionPlan {
     let positions: Int
     /// A 1×1 kernel with stride 1 and no padding reads x directly (one batch element per GEMM).
     let needsColumns: Bool
-    /// Stride 1 and oW = W: each tap's valid rows are one contiguous run of the input plane.
-    let contiguousRows: Bool
+    /// Planes too small for a GEMM per batch element (P < `batchedPositions`, DCGAN's 7×7 and 14×14):
+    /// forward and backward data run one GEMM over the whole chunk (N = nb·P) through a [Mg, nb·P] scratch
+    /// that is scattered into (forward) or gathered from (backward data) NCHW, instead of a GEMM of N = P per
+    /// element, which would repack the weights for every few columns.
+    let batchesGEMMs: Bool
+    static let batchedPositions = 512
     /// Column-matrix elements of one worker.
     let columnCount: Int
-    private let rowRanges: [Range<Int>]
-    private let columnRanges: [Range<Int>]
+    /// A stride above 1 on either axis: im2col reads phase planes instead of the input plane.
+    let isStrided: Bool
+    /// Where each tap (kh·kW + kw) reads: see `TapWindow`.
+    let windows: [TapWindow]
+    /// Phase plane extents along each axis (index a < sH: rows ih ≡ a mod sH), and their offsets in the
+    /// phase scratch, phase (a, b) at phaseOffsets[a·sW + b].
+    private let phaseHeights: [Int]
+    private let phaseWidths: [Int]
+    private let phaseOffsets: [Int]
+    private let inputHeight: Int, inputWidth: Int, strideHeight: Int, strideWidth: Int
+
+    /// Every tap's window is as wide as the output ("same" stride-1 convolutions, and stride-s ones whose
+    /// output is the input's width / s): each tap's valid rows are one contiguous run of its source.
+    var contiguousRows: Bool { windows.allSatisfy { $0.sourceWidth == outputWidth } }
+    private let outputWidth: Int
+
+    /// One tap of the kernel as a stride-1 window. With stride s, input row ih = oh·s + r (r = kh·dH − pH)
+    /// lies in phase a = r mod s at phase row oh + ⌊r / s⌋, so the tap reads
+    ///   col[tap, oh·oW + ow] = source[(oh·Ws + ow) + shift]   for oh ∈ rows, ow ∈ columns (0 elsewhere)
+    /// where source is the phase plane (a, b) (the input plane itself at stride 1), Ws its width and
+    /// shift = ⌊r_h / sH⌋·Ws + ⌊r_w / sW⌋. The same holds for any dilation.
+    struct TapWindow {
+        /// Offset of the source phase plane in the phase scratch (0 at stride 1: the plane itself).
+        let source: Int
+        let sourceWidth: Int
+        let shift: Int
+        /// The output rows and columns whose source element lies inside the (phase) plane.
+        let rows: Range<Int>
+        let columns: Range<Int>
+    }
 
     /// - Parameters:
     ///   - columnBudget: the most elements of a chunk's column matrix (tests pass small values to force chunking).
@@ -432,7 +490,6 @@ struct ConvolutionPlan {
         positions = d.outputHeight * d.outputWidth
         needsColumns = !(d.kernelHeight == 1 && d.kernelWidth == 1 && d.strideHeight == 1 && d.strideWidth == 1
                          && d.paddingHeight == 0 && d.paddingWidth == 0)
-        contiguousRows = d.strideHeight == 1 && d.strideWidth == 1 && d.outputWidth == d.inputWidth
         if let forced {
             workers = max(1, min(forced, d.batch))
         } else if threads > 1 && d.batch >= threads {
@@ -446,32 +503,79 @@ struct ConvolutionPlan {
         let budget = workers > 1 ? min(columnBudget, ConvolutionPlan.workerColumnElements) : columnBudget
         chunk = needsColumns ? max(1, min(perWorker, budget / max(perElement, 1))) : 1
         columnCount = needsColumns ? perElement * chunk : 0
+        batchesGEMMs = needsColumns && chunk > 1 && positions < ConvolutionPlan.batchedPositions
         guard [depth, positions * chunk, d.outputChannelsPerGroup].allSatisfy({ $0 <= Int(Int32.max) }) else {
             throw TensorError.invalidArgument(op: op, reason: "\(d): a GEMM extent exceeds the 32-bit range of BLAS")
         }
-        // Output rows oh with 0 ≤ oh·sH − pH + kh·dH < inputHeight for each kh; likewise columns for each kw.
-        rowRanges = (0..<d.kernelHeight).map {
-            ConvolutionPlan.validOutputs(offset: $0 * d.dilationHeight - d.paddingHeight, stride: d.strideHeight,
-                                         input: d.inputHeight, output: d.outputHeight)
+        (inputHeight, inputWidth, strideHeight, strideWidth) = (d.inputHeight, d.inputWidth, d.strideHeight, d.strideWidth)
+        outputWidth = d.outputWidth
+        isStrided = d.strideHeight > 1 || d.strideWidth > 1
+        // Phase a along an axis of extent n with stride s holds indices a, a + s, …: ⌈(n − a) / s⌉ of them.
+        let heights = (0..<d.strideHeight).map { max(0, (d.inputHeight - $0 + d.strideHeight - 1) / d.strideHeight) }
+        let widths = (0..<d.strideWidth).map { max(0, (d.inputWidth - $0 + d.strideWidth - 1) / d.strideWidth) }
+        var offsets: [Int] = [], total = 0
+        for height in heights {
+            for width in widths { offsets.append(total); total += height * width }
         }
-        columnRanges = (0..<d.kernelWidth).map {
-            ConvolutionPlan.validOutputs(offset: $0 * d.dilationWidth - d.paddingWidth, stride: d.strideWidth,
-                                         input: d.inputWidth, output: d.outputWidth)
+        (phaseHeights, phaseWidths, phaseOffsets) = (heights, widths, offsets)
+        // Along one axis, tap offset r = k·dilation − padding: (phase, shift within the phase, valid outputs).
+        func axis(_ r: Int, stride: Int, extents: [Int], output: Int) -> (phase: Int, shift: Int, valid: Range<Int>) {
+            let phase = ((r % stride) + stride) % stride
+            let shift = (r - phase) / stride
+            let extent = extents[phase]
+            // 0 ≤ o + shift < extent
+            let lower = min(max(0, -shift), output)
+            return (phase, shift, lower..<max(lower, min(output, extent - shift)))
+        }
+        var windows: [TapWindow] = []
+        for kh in 0..<d.kernelHeight {
+            let row = axis(kh * d.dilationHeight - d.paddingHeight, stride: d.strideHeight, extents: heights,
+                           output: d.outputHeight)
+            for kw in 0..<d.kernelWidth {
+                let column = axis(kw * d.dilationWidth - d.paddingWidth, stride: d.strideWidth, extents: widths,
+                                  output: d.outputWidth)
+                let width = widths[column.phase]
+                windows.append(TapWindow(source: offsets[row.phase * d.strideWidth + column.phase], sourceWidth: width,
+                                         shift: row.shift * width + column.shift, rows: row.valid,
+                                         columns: column.valid))
+            }
+        }
+        self.windows = windows
+    }
+
+    /// Runs `body` with scratch for one plane's phases (unused, and empty, at stride 1).
+    @inline(__always)
+    func withPhaseScratch(_ body: (UnsafeMutablePointer<Float>) -> Void) {
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: isStrided ? inputHeight * inputWidth : 1)
+        defer { scratch.deallocate() }
+        body(scratch)
+    }
+
+    /// phase(a, b)[i, j] = plane[i·sH + a, j·sW + b].
+    func splitPhases(_ plane: UnsafeMutablePointer<Float>, into phases: UnsafeMutablePointer<Float>) {
+        for a in 0..<strideHeight {
+            for b in 0..<strideWidth {
+                let (phase, width) = (phases + phaseOffsets[a * strideWidth + b], phaseWidths[b])
+                for i in 0..<phaseHeights[a] {
+                    let (source, target) = (plane + (i * strideHeight + a) * inputWidth + b, phase + i * width)
+                    for j in 0..<width { target[j] = source[j * strideWidth] }
+                }
+            }
         }
     }
 
-    /// The outputs o < output with 0 ≤ o·stride + offset < input.
-    private static func validOutputs(offset: Int, stride: Int, input: Int, output: Int) -> Range<Int> {
-        // smallest o with o·stride + offset ≥ 0, and the end where o·stride + offset ≥ input
-        let lower = offset >= 0 ? 0 : (-offset + stride - 1) / stride
-        let upperLimit = input - offset   // o·stride < upperLimit
-        let upper = upperLimit <= 0 ? 0 : (upperLimit + stride - 1) / stride
-        let clampedLower = min(lower, output)
-        return clampedLower..<min(max(upper, clampedLower), output)
+    /// The inverse of `splitPhases`: plane[i·sH + a, j·sW + b] = phase(a, b)[i, j] (writes every element).
+    func mergePhases(_ phases: UnsafeMutablePointer<Float>, into plane: UnsafeMutablePointer<Float>) {
+        for a in 0..<strideHeight {
+            for b in 0..<strideWidth {
+                let (phase, width) = (phases + phaseOffsets[a * strideWidth + b], phaseWidths[b])
+                for i in 0..<phaseHeights[a] {
+                    let (source, target) = (phase + i * width, plane + (i * strideHeight + a) * inputWidth + b)
+                    for j in 0..<width { target[j * strideWidth] = source[j] }
+                }
+            }
+        }
     }
-
-    func validRows(kh: Int) -> Range<Int> { rowRanges[kh] }
-    func validColumns(kw: Int) -> Range<Int> { columnRanges[kw] }
 }
 
 // MARK: - Reference

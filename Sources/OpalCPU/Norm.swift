@@ -1,3 +1,4 @@
+import CVectorMath
 import OpalCore
 
 // Training-mode batch normalisation of the CPU backend (mirrors Kernels/norm.cl).
@@ -31,6 +32,33 @@ extension CPUBackend {
         let (batch, channels, spatial) = (d.batch, d.channels, d.spatial)
         let count = Double(batch * spatial)
         let epsilon = Double(d.epsilon)
+        if spatial == 1 {
+            // Features ([batch, channels]): sums down the columns, vectorised across a band of channels.
+            parallelRanges(count: channels, minimumChunk: max(16, ParallelGrain.cheap / batch)) { start, end in
+                let width = end - start
+                let sums = UnsafeMutablePointer<Double>.allocate(capacity: 2 * width)
+                let scales = UnsafeMutablePointer<Float>.allocate(capacity: width)
+                defer { sums.deallocate(); scales.deallocate() }
+                sums.update(repeating: 0, count: 2 * width)
+                // Shifted by row 0 (as the spatial path shifts by each channel's first element).
+                opal_column_shifted_sums(x + start, batch, width, channels, x + start, sums, sums + width)
+                for j in 0..<width {
+                    let c = start + j
+                    let shiftedMean = sums[j] / count
+                    let variance = max(sums[width + j] / count - shiftedMean * shiftedMean, 0)
+                    let invstd = Float(1 / (variance + epsilon).squareRoot())
+                    meanOut[c] = Float(Double(x[c]) + shiftedMean)
+                    invstdOut[c] = invstd
+                    scales[j] = g[c] * invstd
+                }
+                let (means, offsets) = (meanOut + start, b + start)
+                for n in 0..<batch {
+                    let xr = x + n * channels + start, yr = y + n * channels + start
+                    for j in 0..<width { yr[j] = (xr[j] - means[j]) * scales[j] + offsets[j] }
+                }
+            }
+            return
+        }
         parallelRanges(count: channels, minimumChunk: max(1, ParallelGrain.cheap / max(1, batch * spatial))) { start, end in
             for c in start..<end {
                 let shift = x[c * spatial]
@@ -71,6 +99,39 @@ extension CPUBackend {
         let db = try cpuBuffer(gradBeta, op: "batchNormBackward", elements: d.channels).floats
         let (batch, channels, spatial) = (d.batch, d.channels, d.spatial)
         let count = Double(batch * spatial)
+        if spatial == 1 {
+            // Features: as in the forward pass, column sums across a band of channels.
+            parallelRanges(count: channels, minimumChunk: max(16, ParallelGrain.cheap / batch)) { start, end in
+                let width = end - start
+                let sums = UnsafeMutablePointer<Double>.allocate(capacity: 2 * width)
+                let coefficients = UnsafeMutablePointer<Float>.allocate(capacity: 3 * width)
+                defer { sums.deallocate(); coefficients.deallocate() }
+                sums.update(repeating: 0, count: 2 * width)
+                opal_column_gradient_sums(x + start, dy + start, batch, width, channels, meanIn + start, sums,
+                                          sums + width)
+                let (scales, constants, slopes) = (coefficients, coefficients + width, coefficients + 2 * width)
+                for j in 0..<width {
+                    let c = start + j
+                    let invstd = invstdIn[c]
+                    let (gradientBeta, gradientGamma) = (sums[j], sums[width + j] * Double(invstd))
+                    db[c] = Float(gradientBeta)
+                    dg[c] = Float(gradientGamma)
+                    let k = Double(g[c]) * Double(invstd)
+                    scales[j] = Float(k)
+                    constants[j] = Float(k * gradientBeta / count)
+                    slopes[j] = Float(k * gradientGamma * Double(invstd) / count)
+                }
+                let means = meanIn + start
+                for n in 0..<batch {
+                    let offset = n * channels + start
+                    let xr = x + offset, dyr = dy + offset, dxr = dx + offset
+                    for j in 0..<width {
+                        dxr[j] = scales[j] * dyr[j] - constants[j] - slopes[j] * (xr[j] - means[j])
+                    }
+                }
+            }
+            return
+        }
         parallelRanges(count: channels, minimumChunk: max(1, ParallelGrain.cheap / max(1, batch * spatial))) { start, end in
             for c in start..<end {
                 let channelMean = meanIn[c], invstd = invstdIn[c]
@@ -233,47 +294,19 @@ extension BatchNormDescriptor {
     }
 }
 
-/// (Σ (x[j] − shift), Σ (x[j] − shift)²) for j < n, in Double with 8 lanes.
+/// (Σ (x[j] − shift), Σ (x[j] − shift)²) for j < n, in Double with 8 lanes (CVectorMath: AVX2 where the
+/// processor has it; Swift's own SIMD8<Double> runs as SSE2 pairs).
 @inline(__always)
 func shiftedSums(_ x: UnsafePointer<Float>, _ n: Int, shift: Float) -> (Double, Double) {
-    var sum = SIMD8<Double>(), squares = SIMD8<Double>()
-    let raw = UnsafeRawPointer(x)
-    let shiftVector = SIMD8<Float>(repeating: shift)
-    var j = 0
-    while j + 8 <= n {
-        let v = SIMD8<Double>(raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self) - shiftVector)
-        sum += v
-        squares += v * v
-        j += 8
-    }
-    var total = sum.sum(), totalSquares = squares.sum()
-    while j < n {
-        let v = Double(x[j] - shift)
-        total += v; totalSquares += v * v
-        j += 1
-    }
-    return (total, totalSquares)
+    var sum = 0.0, squares = 0.0
+    opal_shifted_sums(x, n, shift, &sum, &squares)
+    return (sum, squares)
 }
 
-/// (Σ dy[j], Σ dy[j]·(x[j] − mean)) for j < n, in Double with 8 lanes.
+/// (Σ dy[j], Σ dy[j]·(x[j] − mean)) for j < n, in Double with 8 lanes (CVectorMath).
 @inline(__always)
 func gradientSums(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ n: Int, mean: Float) -> (Double, Double) {
-    var sum = SIMD8<Double>(), products = SIMD8<Double>()
-    let rawX = UnsafeRawPointer(x), rawDy = UnsafeRawPointer(dy)
-    let meanVector = SIMD8<Double>(repeating: Double(mean))
-    var j = 0
-    while j + 8 <= n {
-        let g = SIMD8<Double>(rawDy.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self))
-        let v = SIMD8<Double>(rawX.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self))
-        sum += g
-        products += g * (v - meanVector)
-        j += 8
-    }
-    var total = sum.sum(), totalProducts = products.sum()
-    while j < n {
-        let g = Double(dy[j])
-        total += g; totalProducts += g * (Double(x[j]) - Double(mean))
-        j += 1
-    }
-    return (total, totalProducts)
+    var sum = 0.0, products = 0.0
+    opal_gradient_sums(x, dy, n, mean, &sum, &products)
+    return (sum, products)
 }

@@ -35,6 +35,18 @@ final class ConvTests: CPUTestCase {
                          kernelHeight: 5, kernelWidth: 5, paddingHeight: 2, paddingWidth: 2),
         Conv2DDescriptor(batch: 3, inputChannels: 2, inputHeight: 5, inputWidth: 1, outputChannels: 3,
                          kernelHeight: 5, kernelWidth: 5, paddingHeight: 2, paddingWidth: 2),
+        // Strided taps as windows of phase planes: DCGAN's 4×4 stride 2 (phases exactly as wide as the output:
+        // contiguous rows), a 2×2 kernel at stride 3 (phases no tap reads) with padding 4 (taps whose window
+        // misses the plane entirely), and stride 2 with dilation 3 on an odd width.
+        Conv2DDescriptor(batch: 2, inputChannels: 3, inputHeight: 14, inputWidth: 14, outputChannels: 4,
+                         kernelHeight: 4, kernelWidth: 4, strideHeight: 2, strideWidth: 2,
+                         paddingHeight: 1, paddingWidth: 1),
+        Conv2DDescriptor(batch: 2, inputChannels: 2, inputHeight: 8, inputWidth: 10, outputChannels: 3,
+                         kernelHeight: 2, kernelWidth: 2, strideHeight: 3, strideWidth: 3,
+                         paddingHeight: 4, paddingWidth: 4),
+        Conv2DDescriptor(batch: 1, inputChannels: 2, inputHeight: 11, inputWidth: 13, outputChannels: 3,
+                         kernelHeight: 3, kernelWidth: 2, strideHeight: 2, strideWidth: 2,
+                         paddingHeight: 2, paddingWidth: 1, dilationHeight: 3, dilationWidth: 3),
     ]
 
     static func magnitude(_ values: [Double]) -> Double { values.lazy.map(Swift.abs).max() ?? 0 }

@@ -27,8 +27,10 @@ func referenceBatchNorm(_ x: [Double], gamma: [Double], beta: [Double], _ d: Bat
 }
 
 final class NormTests: CPUTestCase {
-    /// (batch, channels, spatial): odd sizes, spatial 1 (the dense-layer case), a long channel.
-    let shapes = [(1, 1, 1), (3, 4, 7), (1, 3, 33), (5, 2, 1), (2, 3, 1000), (7, 1, 13)]
+    /// (batch, channels, spatial): odd sizes, spatial 1 (the dense-layer case, whose sums run down columns of
+    /// channels: also with a channel count that is no multiple of the vector width, split over the cores),
+    /// a long channel.
+    let shapes = [(1, 1, 1), (3, 4, 7), (1, 3, 33), (5, 2, 1), (2, 3, 1000), (7, 1, 13), (9, 37, 1), (67, 301, 1)]
 
     func testForwardMatchesDoubleReference() throws {
         for (batch, channels, spatial) in shapes {

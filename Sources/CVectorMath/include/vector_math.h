@@ -1,5 +1,6 @@
-// vector_math.h — the CPU backend's transcendental elementwise loops, compiled twice (AVX2 + FMA and the
-// baseline instruction set) and chosen once per process by what the processor supports.
+// vector_math.h — the CPU backend's transcendental elementwise loops and batch norm's row sums, compiled
+// twice (AVX2 + FMA and the baseline instruction set) and chosen once per process by what the processor
+// supports.
 //
 // Swift code is compiled for the baseline x86-64 target (SSE2), so its 8-lane SIMD math runs as pairs of
 // 4-lane instructions without fused multiply-add; these loops are where that costs most (GELU, sigmoid,
@@ -33,6 +34,17 @@ float opal_exp_shifted_total(const float *x, long count, float shift);
 /// p = e^(s[j] − shift), 0 where mask[j] == 0 (mask may be NULL); then s[j] = p and g[j] = p·(g[j] − delta)
 /// for j < count (one row of attention's backward pass).
 void opal_attention_gradient_row(float *s, float *g, const int *mask, long count, float shift, float delta);
+/// *sum += Σ_j (x[j] − shift), *squares += Σ_j (x[j] − shift)² for j < count, in Double (batch norm statistics).
+void opal_shifted_sums(const float *x, long count, float shift, double *sum, double *squares);
+/// *sum += Σ_j dy[j], *products += Σ_j dy[j]·(x[j] − mean) for j < count, in Double (batch norm backward).
+void opal_gradient_sums(const float *x, const float *dy, long count, float mean, double *sum, double *products);
+/// For each column j < width of the [rows, width] band x (row pitch stride): sum[j] += Σ_r (x[r, j] − shift[j]),
+/// squares[j] += Σ_r (x[r, j] − shift[j])², in Double (batch norm of features: spatial extent 1).
+void opal_column_shifted_sums(const float *x, long rows, long width, long stride, const float *shift, double *sum,
+                              double *squares);
+/// For each column j: sum[j] += Σ_r dy[r, j], products[j] += Σ_r dy[r, j]·(x[r, j] − mean[j]), in Double.
+void opal_column_gradient_sums(const float *x, const float *dy, long rows, long width, long stride,
+                               const float *mean, double *sum, double *products);
 /// 1 when the AVX2 + FMA versions run on this processor, else 0.
 int opal_vector_math_uses_avx2(void);
 
