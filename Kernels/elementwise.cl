@@ -98,7 +98,7 @@ __kernel void unary(const __global float* x, __global float* y, const int count,
     y[i] = opal_unary(op, x[i], a, b);
 }
 
-// The transcendental ops that dominate training, each as a kernel of its own. A switch on `op` inside the
+// The transcendental ops that dominate training (and the ReLUs of CNNs and GANs), each as a kernel of its own. A switch on `op` inside the
 // element's code (as in `unary`) keeps CPU OpenCL compilers such as PoCL from vectorising across
 // work-items; with the code constant the switch folds away (GELU on PoCL: 3–5× faster). One kernel per op:
 // PoCL stops vectorising a kernel that branches on the op to more than a couple of such bodies.
@@ -112,6 +112,12 @@ OPAL_UNARY_KERNEL(unary_sigmoid, 10)
 OPAL_UNARY_KERNEL(unary_tanh, 11)
 OPAL_UNARY_KERNEL(unary_gelu, 12)
 OPAL_UNARY_KERNEL(unary_gelu_derivative, 18)
+OPAL_UNARY_KERNEL(unary_relu, 8)
+
+__kernel void unary_leaky_relu(const __global float* x, __global float* y, const int count, const float a) {
+    const int i = get_global_id(0);
+    if (i < count) y[i] = opal_unary(9, x[i], a, 0.0f);
+}
 
 // v, dy, dx: [count]; one kernel per activation for the same reason as the unary ones.
 #define OPAL_GRADIENT_KERNEL(name, derivative)                                                      \

@@ -10,6 +10,8 @@
 //   avg_pool_2d            y = (Σ window) / (kH·kW)  (padding counts as zeros)
 //   avg_pool_2d_backward   dx[p] = (Σ dy[o] over the windows containing p) / (kH·kW)
 //   The backward passes gather (one work-item per input element, no atomics); every dx element is written.
+//   max_pool_2d_2x2[_backward]: the same for 2×2 windows at stride 2 without padding (the usual CNN pooling),
+//   straight-line code without window loops, which CPU OpenCL compilers vectorise across work-items.
 //
 // Launch geometry: one work-item per output (forward) or input (backward) element of a plane:
 //   global = (width rounded up to Lx, height rounded up to Ly, planes), local = (Lx, Ly, 1), Lx·Ly ≤ WGS.
@@ -74,6 +76,46 @@ __kernel void max_pool_2d_backward(const __global float* dy, const __global int*
         }
     }
     dx[(long)plane * inputHeight * inputWidth + position] = sum;
+}
+
+// The next candidate of a max window in row-major order: taken when larger or NaN, unless a NaN already won.
+inline void opal_pool_consider(const __global float* xp, const int index, float* best, int* bestIndex) {
+    const float value = xp[index];
+    const bool take = !isnan(*best) && (value > *best || isnan(value));
+    *best = take ? value : *best;
+    *bestIndex = take ? index : *bestIndex;
+}
+
+// 2×2 windows, stride 2, no padding: the window of (oh, ow) is rows 2oh, 2oh + 1 and columns 2ow, 2ow + 1,
+// always inside the input. The first maximum in row-major order wins, a NaN as soon as it is seen.
+__kernel void max_pool_2d_2x2(const __global float* x, __global float* y, __global int* indices, const int planes,
+                              const int inputHeight, const int inputWidth, const int outputHeight,
+                              const int outputWidth) {
+    const int ow = get_global_id(0), oh = get_global_id(1), plane = get_global_id(2);
+    if (ow >= outputWidth || oh >= outputHeight || plane >= planes) return;
+    const __global float* xp = x + (long)plane * inputHeight * inputWidth;
+    const int first = 2 * oh * inputWidth + 2 * ow;
+    float best = xp[first];
+    int bestIndex = first;
+    opal_pool_consider(xp, first + 1, &best, &bestIndex);
+    opal_pool_consider(xp, first + inputWidth, &best, &bestIndex);
+    opal_pool_consider(xp, first + inputWidth + 1, &best, &bestIndex);
+    const long o = ((long)plane * outputHeight + oh) * outputWidth + ow;
+    y[o] = best;
+    indices[o] = bestIndex;
+}
+
+// dx[ih, iw] = dy[ih/2, iw/2] where that window's maximum is (ih, iw), else 0 (also outside every window:
+// the last row or column of an odd-sized input).
+__kernel void max_pool_2d_2x2_backward(const __global float* dy, const __global int* indices, __global float* dx,
+                                       const int planes, const int inputHeight, const int inputWidth,
+                                       const int outputHeight, const int outputWidth) {
+    const int iw = get_global_id(0), ih = get_global_id(1), plane = get_global_id(2);
+    if (iw >= inputWidth || ih >= inputHeight || plane >= planes) return;
+    const int oh = min(ih >> 1, outputHeight - 1), ow = min(iw >> 1, outputWidth - 1);
+    const long o = ((long)plane * outputHeight + oh) * outputWidth + ow;
+    const int position = ih * inputWidth + iw;
+    dx[(long)plane * inputHeight * inputWidth + position] = indices[o] == position ? dy[o] : 0.0f;
 }
 
 __kernel void avg_pool_2d(const __global float* x, __global float* y, const int planes,

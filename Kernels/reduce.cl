@@ -13,6 +13,8 @@
 //   *_columns: one work-item per (o, i): global = (inner rounded up to L, outer), local = (L, 1);
 //              each work-item loops over s (coalesced along i). Two dimensions, so no index
 //              division (whose div/rem pairs LLVM rewrites with `freeze`, which oclgrind cannot check).
+//              CPU devices also reduce many rows this way (inner = 1, global = (1, outer rounded up to L),
+//              local = (1, L)): a work-item per row instead of the rows kernels' barrier tree.
 
 #ifndef WGS
 #define WGS 256

@@ -12,6 +12,11 @@ extension OpenCLBackend {
         let x = try own(input, "maxPool2D", elements: d.inputCount)
         let y = try own(output, "maxPool2D", elements: d.outputCount)
         let index = try own(indices, "maxPool2D", elements: d.outputCount)
+        if d.isTwoByTwoTiling {
+            try launchPlanes(.maxPool2D2x2, [.buffer(x.buffer), .buffer(y.buffer), .buffer(index.buffer)]
+                             + d.planeArguments, width: d.outputWidth, height: d.outputHeight, planes: d.batch * d.channels)
+            return
+        }
         try launchPlanes(.maxPool2D, [.buffer(x.buffer), .buffer(y.buffer), .buffer(index.buffer)] + d.kernelArguments,
                          width: d.outputWidth, height: d.outputHeight, planes: d.batch * d.channels)
     }
@@ -23,8 +28,9 @@ extension OpenCLBackend {
         let dy = try own(gradOutput, "maxPool2DBackward", elements: d.outputCount)
         let index = try own(indices, "maxPool2DBackward", elements: d.outputCount)
         let dx = try own(gradInput, "maxPool2DBackward", elements: d.inputCount)
-        try launchPlanes(.maxPool2DBackward,
-                         [.buffer(dy.buffer), .buffer(index.buffer), .buffer(dx.buffer)] + d.kernelArguments,
+        let (kernel, geometry) = d.isTwoByTwoTiling ? (OpenCLKernel.maxPool2D2x2Backward, d.planeArguments)
+            : (.maxPool2DBackward, d.kernelArguments)
+        try launchPlanes(kernel, [.buffer(dy.buffer), .buffer(index.buffer), .buffer(dx.buffer)] + geometry,
                          width: d.inputWidth, height: d.inputHeight, planes: d.batch * d.channels)
     }
 
@@ -77,10 +83,20 @@ extension Pool2DDescriptor {
         }
     }
 
-    /// The geometry arguments shared by every kernel of pool.cl, after the buffers.
+    /// The geometry arguments shared by every general kernel of pool.cl, after the buffers.
     var kernelArguments: [OpenCLBackend.KernelArgument] {
-        [.int(batch * channels), .int(inputHeight), .int(inputWidth), .int(outputHeight), .int(outputWidth),
-         .int(kernelHeight), .int(kernelWidth), .int(strideHeight), .int(strideWidth),
-         .int(paddingHeight), .int(paddingWidth)]
+        planeArguments + [.int(kernelHeight), .int(kernelWidth), .int(strideHeight), .int(strideWidth),
+                          .int(paddingHeight), .int(paddingWidth)]
+    }
+
+    /// Planes and extents: the arguments of the fixed-window kernels (`max_pool_2d_2x2…`).
+    var planeArguments: [OpenCLBackend.KernelArgument] {
+        [.int(batch * channels), .int(inputHeight), .int(inputWidth), .int(outputHeight), .int(outputWidth)]
+    }
+
+    /// 2×2 windows at stride 2 without padding, which the loop-free kernels handle.
+    var isTwoByTwoTiling: Bool {
+        kernelHeight == 2 && kernelWidth == 2 && strideHeight == 2 && strideWidth == 2
+            && paddingHeight == 0 && paddingWidth == 0
     }
 }

@@ -168,7 +168,13 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
         case .tanh: .unaryTanh
         case .gelu: .unaryGELU
         case .geluDerivative: .unaryGELUDerivative
+        case .relu: .unaryReLU
         default: nil
+        }
+        if case let .leakyRelu(slope) = op {
+            try launch(.unaryLeakyReLU, [.buffer(input.buffer), .buffer(output.buffer), .int(count), .float(slope)],
+                       count: count)
+            return
         }
         if let dedicated {
             try launch(dedicated, [.buffer(input.buffer), .buffer(output.buffer), .int(count)], count: count)
@@ -304,6 +310,12 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
         try reduction(kernels: (.argmaxRows, .argmaxColumns), extra: [], x, y, layout: layout, op: "argmax")
     }
 
+    /// Whether rows (inner = 1) reduce one work-item per row rather than one work-group per row: on CPU
+    /// devices when there are enough rows to fill the cores (a conv bias gradient's N·C rows). CPU OpenCL
+    /// runs each barrier of the work-group tree as a separate loop over the work-items, which costs more
+    /// than the sum itself.
+    func reducesRowsSerially(rows: Int) -> Bool { device.type == .cpu && rows >= 64 }
+
     private func reduction(kernels: (rows: OpenCLKernel, columns: OpenCLKernel), extra: [KernelArgument],
                            _ x: any DeviceBuffer, _ y: any DeviceBuffer, layout: ReduceLayout, op: String) throws {
         guard layout.outer >= 0, layout.size >= 0, layout.inner >= 0 else {
@@ -312,7 +324,13 @@ public final class OpenCLBackend: Backend, @unchecked Sendable {
         let input = try own(x, op, elements: layout.outer * layout.size * layout.inner)
         let output = try own(y, op, elements: layout.outer * layout.inner)
         guard layout.outer * layout.inner > 0 else { return }
-        if layout.inner == 1 {
+        if layout.inner == 1 && reducesRowsSerially(rows: layout.outer) {
+            // The columns kernel with inner = 1: one work-item per row, walking it in order.
+            try enqueue(kernels.columns, [.buffer(input.buffer), .buffer(output.buffer), .int(layout.outer),
+                                          .int(layout.size), .int(1)] + extra,
+                        global: { local in [1, roundUp(layout.outer, to: local)] },
+                        local: { limit in [1, largestPowerOfTwo(atMost: min(64, limit))] })
+        } else if layout.inner == 1 {
             try launchRows(kernels.rows, [.buffer(input.buffer), .buffer(output.buffer), .int(layout.outer),
                                           .int(layout.size)] + extra,
                            rows: layout.outer, columns: layout.size)

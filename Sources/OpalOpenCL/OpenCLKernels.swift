@@ -7,7 +7,7 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
     case fill, unary, binaryFlat = "binary_flat", binaryStrided = "binary_strided", stridedCopy = "strided_copy"
     case binaryStridedRows = "binary_strided_rows", stridedCopyRows = "strided_copy_rows"
     case unaryExp = "unary_exp", unarySigmoid = "unary_sigmoid", unaryTanh = "unary_tanh", unaryGELU = "unary_gelu"
-    case unaryGELUDerivative = "unary_gelu_derivative"
+    case unaryGELUDerivative = "unary_gelu_derivative", unaryReLU = "unary_relu", unaryLeakyReLU = "unary_leaky_relu"
     case unaryGradientReLU = "unary_gradient_relu", unaryGradientLeakyReLU = "unary_gradient_leaky_relu"
     case unaryGradientSigmoid = "unary_gradient_sigmoid", unaryGradientTanh = "unary_gradient_tanh"
     case unaryGradientGELU = "unary_gradient_gelu"
@@ -31,6 +31,7 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
     case convForwardImplicitRows = "conv_forward_implicit_rows"
     // pool.cl
     case maxPool2D = "max_pool_2d", maxPool2DBackward = "max_pool_2d_backward"
+    case maxPool2D2x2 = "max_pool_2d_2x2", maxPool2D2x2Backward = "max_pool_2d_2x2_backward"
     case avgPool2D = "avg_pool_2d", avgPool2DBackward = "avg_pool_2d_backward"
     // norm.cl
     case batchNormForward = "batch_norm_forward", batchNormBackward = "batch_norm_backward"
@@ -52,8 +53,9 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
     var family: String {
         switch self {
         case .fill, .unary, .binaryFlat, .binaryStrided, .stridedCopy, .transposeTiled, .binaryStridedRows,
-             .stridedCopyRows, .unaryExp, .unarySigmoid, .unaryTanh, .unaryGELU, .unaryGELUDerivative, .unaryGradientReLU,
-             .unaryGradientLeakyReLU, .unaryGradientSigmoid, .unaryGradientTanh, .unaryGradientGELU: "elementwise"
+             .stridedCopyRows, .unaryExp, .unarySigmoid, .unaryTanh, .unaryGELU, .unaryGELUDerivative, .unaryReLU,
+             .unaryLeakyReLU, .unaryGradientReLU, .unaryGradientLeakyReLU, .unaryGradientSigmoid, .unaryGradientTanh,
+             .unaryGradientGELU: "elementwise"
         case .reduceRows, .reduceColumns, .argmaxRows, .argmaxColumns: "reduce"
         case .softmaxRows, .softmaxBackwardRows: "softmax"
         case .crossEntropyRows, .crossEntropyBackwardRows: "loss"
@@ -62,7 +64,7 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
         case .gemmTiled, .gemmFast, .gemmEpilogue: "gemm"
         case .convIm2col, .convCol2im, .convScatter, .convGather, .convForwardImplicit, .convForwardImplicitRows:
             "conv"
-        case .maxPool2D, .maxPool2DBackward, .avgPool2D, .avgPool2DBackward: "pool"
+        case .maxPool2D, .maxPool2DBackward, .maxPool2D2x2, .maxPool2D2x2Backward, .avgPool2D, .avgPool2DBackward: "pool"
         case .batchNormForward, .batchNormBackward, .layerNormForward, .layerNormBackward, .layerNormParamPartial,
              .layerNormParamReduce: "norm"
         case .attentionForward, .attentionDelta, .attentionBackwardKV, .attentionBackwardQ: "attention"

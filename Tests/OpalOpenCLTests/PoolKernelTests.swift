@@ -24,8 +24,12 @@ final class PoolKernelTests: KernelTestCase {
                 }
             }
         }
-        result.append(Pool2DDescriptor(batch: 2, channels: 3, inputHeight: 8, inputWidth: 8, kernelHeight: 2,
-                                       kernelWidth: 2, strideHeight: 2, strideWidth: 2))
+        // 2×2 windows at stride 2 (the loop-free kernels): even sizes, and odd ones whose last row and column
+        // lie in no window.
+        for (height, width) in small ? [(8, 8), (5, 7)] : [(8, 8), (7, 9), (2, 3), (28, 28)] {
+            result.append(Pool2DDescriptor(batch: 2, channels: 3, inputHeight: height, inputWidth: width,
+                                           kernelHeight: 2, kernelWidth: 2, strideHeight: 2, strideWidth: 2))
+        }
         return result
     }
 
@@ -71,6 +75,17 @@ final class PoolKernelTests: KernelTestCase {
         XCTAssertEqual(values[0], .infinity)
         XCTAssertTrue(values[1].isNaN)
         XCTAssertEqual(try gpu.readInts(rowIndices.gpu, count: 2), [1, 2])
+        // The 2×2 stride-2 kernel: windows {1, NaN | 3, 9} → NaN at 1, {2, 5 | NaN, NaN} → NaN at 8,
+        // {−∞, −∞ | −∞, 4} → 4 at 11.
+        let tiles = Pool2DDescriptor(batch: 1, channels: 1, inputHeight: 2, inputWidth: 6, kernelHeight: 2,
+                                     kernelWidth: 2, strideHeight: 2, strideWidth: 2)
+        let tileInput = try pair([1, .nan, 2, 5, -.infinity, -.infinity, 3, 9, .nan, .nan, -.infinity, 4])
+        let tileOutput = try poisonedPair(3), tileIndices = try poisonedPair(3)
+        try gpu.maxPool2D(tileInput.gpu, tileOutput.gpu, tileIndices.gpu, descriptor: tiles)
+        let tileValues = try gpu.readFloats(tileOutput.gpu, count: 3)
+        XCTAssertTrue(tileValues[0].isNaN && tileValues[1].isNaN)
+        XCTAssertEqual(tileValues[2], 4)
+        XCTAssertEqual(try gpu.readInts(tileIndices.gpu, count: 3), [1, 8, 11])
     }
 
     /// The indices come from the CPU forward pass, so both backward passes gather the same routing.

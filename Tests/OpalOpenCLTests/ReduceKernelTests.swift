@@ -5,14 +5,17 @@ import XCTest
 
 /// Kernels/reduce.cl against CPUBackend: sum, max and argmax over every [outer, size, inner] layout kind.
 final class ReduceKernelTests: KernelTestCase {
-    /// Rows (inner 1), columns (inner > 1), a single row, a single column and size 1.
+    /// Rows (inner 1: few rows take the work-group tree, many rows one work-item each on CPU devices),
+    /// columns (inner > 1), a single row, a single column and size 1.
     var layouts: [ReduceLayout] {
         small
             ? [ReduceLayout(outer: 1, size: 33, inner: 1), ReduceLayout(outer: 7, size: 5, inner: 1),
+               ReduceLayout(outer: 67, size: 9, inner: 1),
                ReduceLayout(outer: 3, size: 7, inner: 5), ReduceLayout(outer: 1, size: 9, inner: 33),
                ReduceLayout(outer: 6, size: 1, inner: 4), ReduceLayout(outer: 1, size: 1, inner: 1)]
             : [ReduceLayout(outer: 1, size: 4097, inner: 1), ReduceLayout(outer: 33, size: 1000, inner: 1),
-               ReduceLayout(outer: 7, size: 3, inner: 1), ReduceLayout(outer: 3, size: 7, inner: 33),
+               ReduceLayout(outer: 7, size: 3, inner: 1), ReduceLayout(outer: 130, size: 197, inner: 1),
+               ReduceLayout(outer: 3, size: 7, inner: 33),
                ReduceLayout(outer: 1, size: 1000, inner: 7), ReduceLayout(outer: 17, size: 1, inner: 9),
                ReduceLayout(outer: 1, size: 1, inner: 1)]
     }
