@@ -338,8 +338,8 @@ private func im2colPlane(_ plane: UnsafeMutablePointer<Float>, _ rows: UnsafeMut
             continue
         }
         let from = source + window.source + window.shift
-        target.update(repeating: 0, count: r0 * outputWidth)
-        (target + r1 * outputWidth).update(repeating: 0, count: (outputHeight - r1) * outputWidth)
+        if r0 > 0 { target.update(repeating: 0, count: r0 * outputWidth) }
+        if r1 < outputHeight { (target + r1 * outputWidth).update(repeating: 0, count: (outputHeight - r1) * outputWidth) }
         if window.sourceWidth == outputWidth {
             // Output position t reads from[t] on every valid row: one block copy, then the padding columns.
             let (start, end) = (r0 * outputWidth + c0, (r1 - 1) * outputWidth + c1)
@@ -553,6 +553,23 @@ struct ConvolutionPlan {
 
     /// phase(a, b)[i, j] = plane[i·sH + a, j·sW + b].
     func splitPhases(_ plane: UnsafeMutablePointer<Float>, into phases: UnsafeMutablePointer<Float>) {
+        if strideWidth == 2 {
+            // Both column phases of a row in one pass (an interleaved pair of loads the compiler vectorises).
+            let (evenWidth, oddWidth) = (phaseWidths[0], phaseWidths[1])
+            for a in 0..<strideHeight {
+                let (even, odd) = (phases + phaseOffsets[a * 2], phases + phaseOffsets[a * 2 + 1])
+                for i in 0..<phaseHeights[a] {
+                    let source = plane + (i * strideHeight + a) * inputWidth
+                    let (evenRow, oddRow) = (even + i * evenWidth, odd + i * oddWidth)
+                    for j in 0..<oddWidth {
+                        evenRow[j] = source[2 * j]
+                        oddRow[j] = source[2 * j + 1]
+                    }
+                    if evenWidth > oddWidth { evenRow[oddWidth] = source[2 * oddWidth] }
+                }
+            }
+            return
+        }
         for a in 0..<strideHeight {
             for b in 0..<strideWidth {
                 let (phase, width) = (phases + phaseOffsets[a * strideWidth + b], phaseWidths[b])
@@ -566,6 +583,22 @@ struct ConvolutionPlan {
 
     /// The inverse of `splitPhases`: plane[i·sH + a, j·sW + b] = phase(a, b)[i, j] (writes every element).
     func mergePhases(_ phases: UnsafeMutablePointer<Float>, into plane: UnsafeMutablePointer<Float>) {
+        if strideWidth == 2 {
+            let (evenWidth, oddWidth) = (phaseWidths[0], phaseWidths[1])
+            for a in 0..<strideHeight {
+                let (even, odd) = (phases + phaseOffsets[a * 2], phases + phaseOffsets[a * 2 + 1])
+                for i in 0..<phaseHeights[a] {
+                    let target = plane + (i * strideHeight + a) * inputWidth
+                    let (evenRow, oddRow) = (even + i * evenWidth, odd + i * oddWidth)
+                    for j in 0..<oddWidth {
+                        target[2 * j] = evenRow[j]
+                        target[2 * j + 1] = oddRow[j]
+                    }
+                    if evenWidth > oddWidth { target[2 * oddWidth] = evenRow[oddWidth] }
+                }
+            }
+            return
+        }
         for a in 0..<strideHeight {
             for b in 0..<strideWidth {
                 let (phase, width) = (phases + phaseOffsets[a * strideWidth + b], phaseWidths[b])
