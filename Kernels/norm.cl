@@ -8,9 +8,13 @@
 //   batch_norm_backward  dβ_c = Σdy, dγ_c = invstd_c·Σdy·(x − mean_c),
 //                        dx = k·dy − k·dβ_c/M − k·dγ_c·invstd_c/M·(x − mean_c) with k = γ_c·invstd_c.
 //
+//   batch_norm_*_features  the same for spatial == 1 (features of a dense layer: x is [batch, channels]).
+//
 // Launch geometry: one work-group per channel, 2-D so no index is divided: local = (Ls, Ln), Ls·Ln ≤ WGS a power
 //   of two (Ls ≤ spatial rounded up to a power of two, the rest along the batch), global = (Ls, Ln·channels);
 //   work-item (s0, n0) visits (n0 + i·Ln, s0 + j·Ls), then local-memory tree reductions.
+//   *_features: one work-item per channel walking down the batch, global = channels rounded up to WGS, local
+//   WGS; neighbouring work-items read neighbouring addresses, no barriers (the host uses them from 64 channels).
 
 #ifndef WGS
 #define WGS 256
@@ -108,6 +112,57 @@ __kernel void batch_norm_backward(const __global float* x, const __global float*
         dgamma[c] = gradientGamma;
         dbeta[c] = gradientBeta;
     }
+}
+
+// x, y: [batch, channels] (spatial 1). Two passes, as the work-group kernel: the mean, then Σ(x − mean)².
+__kernel void batch_norm_forward_features(const __global float* x, const __global float* gamma,
+                                          const __global float* beta, __global float* y, __global float* mean,
+                                          __global float* inverseStd, const int batch, const int channels,
+                                          const float epsilon) {
+    const int c = get_global_id(0);
+    if (c >= channels) return;
+    float sum = 0.0f;
+    for (int n = 0; n < batch; ++n) sum += x[(long)n * channels + c];
+    const float m = sum / (float)batch;
+    float squares = 0.0f;
+    for (int n = 0; n < batch; ++n) {
+        const float d = x[(long)n * channels + c] - m;
+        squares += d * d;
+    }
+    const float invstd = 1.0f / sqrt(squares / (float)batch + epsilon);
+    const float scale = gamma[c] * invstd, offset = beta[c];
+    for (int n = 0; n < batch; ++n) {
+        const long i = (long)n * channels + c;
+        y[i] = (x[i] - m) * scale + offset;
+    }
+    mean[c] = m;
+    inverseStd[c] = invstd;
+}
+
+__kernel void batch_norm_backward_features(const __global float* x, const __global float* dy,
+                                           const __global float* gamma, const __global float* mean,
+                                           const __global float* inverseStd, __global float* dx,
+                                           __global float* dgamma, __global float* dbeta,
+                                           const int batch, const int channels) {
+    const int c = get_global_id(0);
+    if (c >= channels) return;
+    const float m = mean[c], invstd = inverseStd[c];
+    float sumDy = 0.0f, sumDyCentered = 0.0f;
+    for (int n = 0; n < batch; ++n) {
+        const long i = (long)n * channels + c;
+        sumDy += dy[i];
+        sumDyCentered += dy[i] * (x[i] - m);
+    }
+    const float gradientGamma = sumDyCentered * invstd;
+    const float k = gamma[c] * invstd;
+    const float shift = k * sumDy / (float)batch;
+    const float slope = k * gradientGamma * invstd / (float)batch;
+    for (int n = 0; n < batch; ++n) {
+        const long i = (long)n * channels + c;
+        dx[i] = k * dy[i] - shift - slope * (x[i] - m);
+    }
+    dgamma[c] = gradientGamma;
+    dbeta[c] = sumDy;
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@ import OpalCore
 
 // Training-mode batch normalisation on OpenCL (Kernels/norm.cl): one work-group per channel reduces
 // the channel's batch·spatial values in local memory, then normalises them (forward) or forms dx
-// (backward) in the same launch.
+// (backward) in the same launch; wide feature vectors (spatial 1) take one work-item per channel.
 
 extension OpenCLBackend {
     /// `y = (x − mean_c)·invstd_c·γ_c + β_c`, mean and biased variance over batch and spatial;
@@ -17,6 +17,13 @@ extension OpenCLBackend {
         let y = try own(output, "batchNormForward", elements: d.count)
         let m = try own(mean, "batchNormForward", elements: d.channels)
         let s = try own(inverseStandardDeviation, "batchNormForward", elements: d.channels)
+        if d.usesFeatureKernels {
+            try launch(.batchNormForwardFeatures, [
+                .buffer(x.buffer), .buffer(g.buffer), .buffer(b.buffer), .buffer(y.buffer), .buffer(m.buffer),
+                .buffer(s.buffer), .int(d.batch), .int(d.channels), .float(d.epsilon),
+            ], count: d.channels)
+            return
+        }
         try launchChannels(.batchNormForward, [
             .buffer(x.buffer), .buffer(g.buffer), .buffer(b.buffer), .buffer(y.buffer), .buffer(m.buffer),
             .buffer(s.buffer), .int(d.batch), .int(d.channels), .int(d.spatial), .float(d.epsilon),
@@ -38,6 +45,13 @@ extension OpenCLBackend {
         let dx = try own(gradInput, "batchNormBackward", elements: d.count)
         let dg = try own(gradGamma, "batchNormBackward", elements: d.channels)
         let db = try own(gradBeta, "batchNormBackward", elements: d.channels)
+        if d.usesFeatureKernels {
+            try launch(.batchNormBackwardFeatures, [
+                .buffer(x.buffer), .buffer(dy.buffer), .buffer(g.buffer), .buffer(m.buffer), .buffer(s.buffer),
+                .buffer(dx.buffer), .buffer(dg.buffer), .buffer(db.buffer), .int(d.batch), .int(d.channels),
+            ], count: d.channels)
+            return
+        }
         try launchChannels(.batchNormBackward, [
             .buffer(x.buffer), .buffer(dy.buffer), .buffer(g.buffer), .buffer(m.buffer), .buffer(s.buffer),
             .buffer(dx.buffer), .buffer(dg.buffer), .buffer(db.buffer),
@@ -65,6 +79,10 @@ extension OpenCLBackend {
 }
 
 extension BatchNormDescriptor {
+    /// Features (spatial 1) of at least 64 channels: one work-item per channel (`*_features` in norm.cl)
+    /// instead of a work-group per channel, whose barrier tree costs more than its few values.
+    var usesFeatureKernels: Bool { spatial == 1 && channels >= 64 }
+
     /// Throws `TensorError.invalidArgument` naming `op` unless every extent is positive and ε ≥ 0.
     func validate(_ op: String) throws {
         guard batch > 0, channels > 0, spatial > 0 else {

@@ -35,6 +35,8 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
     case avgPool2D = "avg_pool_2d", avgPool2DBackward = "avg_pool_2d_backward"
     // norm.cl
     case batchNormForward = "batch_norm_forward", batchNormBackward = "batch_norm_backward"
+    case batchNormForwardFeatures = "batch_norm_forward_features"
+    case batchNormBackwardFeatures = "batch_norm_backward_features"
     case layerNormForward = "layer_norm_forward", layerNormBackward = "layer_norm_backward"
     case layerNormParamPartial = "layer_norm_param_partial", layerNormParamReduce = "layer_norm_param_reduce"
     // attention.cl (one program per head dimension: launched by AttentionKernelTable in OpenCLBackend+Attention.swift)
@@ -65,7 +67,8 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
         case .convIm2col, .convCol2im, .convScatter, .convGather, .convForwardImplicit, .convForwardImplicitRows:
             "conv"
         case .maxPool2D, .maxPool2DBackward, .maxPool2D2x2, .maxPool2D2x2Backward, .avgPool2D, .avgPool2DBackward: "pool"
-        case .batchNormForward, .batchNormBackward, .layerNormForward, .layerNormBackward, .layerNormParamPartial,
+        case .batchNormForward, .batchNormBackward, .batchNormForwardFeatures, .batchNormBackwardFeatures,
+             .layerNormForward, .layerNormBackward, .layerNormParamPartial,
              .layerNormParamReduce: "norm"
         case .attentionForward, .attentionDelta, .attentionBackwardKV, .attentionBackwardQ: "attention"
         case .lstmCellForward, .lstmCellBackward, .gruCellForward, .gruCellBackward: "recurrent"

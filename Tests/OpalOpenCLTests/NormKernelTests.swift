@@ -5,10 +5,12 @@ import XCTest
 
 /// Kernels/norm.cl against CPUBackend: training-mode batch norm forward and backward.
 final class NormKernelTests: KernelTestCase {
-    /// (batch, channels, spatial): odd sizes, spatial 1 (the dense-layer case), long channels.
+    /// (batch, channels, spatial): odd sizes, spatial 1 (the dense-layer case; from 64 channels the
+    /// one-work-item-per-channel kernels), long channels.
     var shapes: [(Int, Int, Int)] {
-        small ? [(1, 1, 1), (3, 4, 7), (1, 3, 33), (5, 2, 1), (2, 2, 64)]
-              : [(1, 1, 1), (3, 4, 7), (1, 3, 33), (5, 2, 1), (2, 3, 1000), (32, 5, 49), (300, 2, 1), (3, 1, 4097)]
+        small ? [(1, 1, 1), (3, 4, 7), (1, 3, 33), (5, 2, 1), (2, 2, 64), (5, 67, 1)]
+              : [(1, 1, 1), (3, 4, 7), (1, 3, 33), (5, 2, 1), (2, 3, 1000), (32, 5, 49), (300, 2, 1), (3, 1, 4097),
+                 (9, 301, 1), (1, 64, 1)]
     }
 
     func testForwardMatchesCPU() throws {
