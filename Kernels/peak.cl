@@ -24,9 +24,13 @@ __kernel void peak_fma(__global float* out, const int count, const int iteration
     for (int i = 0; i < iterations; ++i) {
         CHAIN(x0); CHAIN(x1); CHAIN(x2); CHAIN(x3); CHAIN(x4); CHAIN(x5); CHAIN(x6); CHAIN(x7);
     }
-    const float16 s = ((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7));
-    const float8 h = s.lo + s.hi; const float4 q = h.lo + h.hi;
-    out[g] = (q.x + q.y) + (q.z + q.w);
+    // The lanes are summed through private memory rather than by .lo/.hi halves: LLVM turns the halves'
+    // last step into a shuffle with an `undef` lane, on which oclgrind 21.10's --uninitialized check crashes.
+    float lanes[16];
+    vstore16(((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7)), 0, lanes);
+    vstore8(vload8(0, lanes) + vload8(1, lanes), 0, lanes);
+    vstore4(vload4(0, lanes) + vload4(1, lanes), 0, lanes);
+    out[g] = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
 }
 
 __kernel void peak_copy(const __global float4* x, __global float4* y, const int count) {
