@@ -18,7 +18,9 @@
 //      every col entry back into the input position it came from (a gather per dx element, no atomics).
 //      Backward-weight runs im2col, gather and dW_g (+)= dyT · col_gᵀ.
 //  (2) conv_forward_implicit: the same GEMM, y[Mg, N·P] = W_g · col_g, without ever storing col: each
-//      work-group builds CONV_TK×CONV_TN slices of col on the fly in local memory.
+//      work-group builds CONV_TK×CONV_TN slices of col on the fly in local memory. For CPU devices,
+//      conv_forward_implicit_rows (forward) and conv_backward_weight_rows + conv_sum_chunks (backward-weight)
+//      compute the same sums from x in float16 registers, without local memory (see each kernel).
 //
 // Launch geometry:
 //   conv_im2col      global [count·P rounded up to the work-group, C·KH·KW], local [WGS', 1]
@@ -136,7 +138,10 @@ void conv_forward_implicit(const __global float* x, const __global float* w, con
 
     // The tile column this work-item loads is the same at every step: decompose it once.
     // Work-item `thread` loads columns (thread % CONV_TN) of rows thread / CONV_TN + r·(THREADS / TN).
-    const int loadColumn = thread % CONV_TN, loadRow = thread / CONV_TN;
+    // (Unsigned: for the power-of-two tiles they compile to a shift and a mask; a signed `/` and `%` pair
+    // becomes a `freeze`, see remainder_of.)
+    const uint threadBits = (uint)thread;
+    const int loadColumn = (int)(threadBits % CONV_TN), loadRow = (int)(threadBits / CONV_TN);
     const int column = n0 + loadColumn;
     const bool columnValid = column < columns;
     // Divisions stay unconditional: under a select LLVM would `freeze` them (see remainder_of).
@@ -146,7 +151,7 @@ void conv_forward_implicit(const __global float* x, const __global float* w, con
     const int ihBase = oh * SH - PH, iwBase = ow * SW - PW;
     const __global float* xn = x + ((n * C) + g * Cg) * H * W;
     // W tile: work-item loads depth (thread % TK) of rows thread / TK + r·(THREADS / TK).
-    const int wDepth = thread % CONV_TK, wRow = thread / CONV_TK;
+    const int wDepth = (int)(threadBits % CONV_TK), wRow = (int)(threadBits / CONV_TK);
 
     float acc[CONV_WPM][CONV_WPN];
     for (int i = 0; i < CONV_WPM; ++i)
@@ -203,6 +208,17 @@ void conv_forward_implicit(const __global float* x, const __global float* w, con
 #define CONV_VM 8
 #endif
 
+// The even lanes of the 32 floats (low, high): one two-source shuffle (a single vpermt2ps on AVX-512).
+// Not (float16)(low.even, high.even), which LLVM turns into two narrowing shuffles whose lanes oclgrind
+// 21.10's --uninitialized check takes from the wrong operand, reporting loaded values as uninitialised.
+inline float16 conv_even_lanes(const float16 low, const float16 high) {
+#ifdef __clang__
+    return __builtin_shufflevector(low, high, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+#else
+    return (float16)(low.even, high.even);
+#endif
+}
+
 __kernel void conv_forward_implicit_rows(const __global float* x, const __global float* w,
                                          const __global float* bias, __global float* y, const int hasBias,
                                          const int N, const int M, const int G, CONV_GEOMETRY) {
@@ -234,8 +250,7 @@ __kernel void conv_forward_implicit_rows(const __global float* x, const __global
                 if (SW == 1 && start >= 0 && start + 16 <= W) {
                     v = vload16(0, line + start);
                 } else if (SW == 2 && start >= 0 && start + 32 <= W) {
-                    const float16 low = vload16(0, line + start), high = vload16(0, line + start + 16);
-                    v = (float16)(low.even, high.even);
+                    v = conv_even_lanes(vload16(0, line + start), vload16(0, line + start + 16));
                 } else {
                     float lanes[16];
                     for (int l = 0; l < 16; ++l) {
@@ -263,3 +278,140 @@ __kernel void conv_forward_implicit_rows(const __global float* x, const __global
         }
     }
 }
+
+// Backward-weight for CPU-class devices (PoCL), with col never stored:
+//   dW_g[m, k] = Σ_{n, oh, ow} dy[n, g·Mg + m, oh, ow] · col_g[k, (n, oh, ow)],   k = (ci·KH + kh)·KW + kw < K
+// Both operands run along the reduction (the output positions), so the reduction is what is vectorised: each
+// work-item holds CONV_BWM × CONV_BWK float16 accumulators (output channels m0 ..< m0 + CONV_BWM times depths
+// k0 ..< k0 + CONV_BWK) and at each step adds 16 consecutive positions of one output row (n, oh): one vload16 of
+// dy per channel, one x vector per depth (one vload16, or two keeping the even lanes at stride 2; taps of rows
+// outside the input contribute 0). Rows wider
+// than 16 end with a window shifted back to OW − 16 whose lanes already summed are zeroed in dy; rows narrower
+// than 16 load 16 floats of dy from the row's start and zero the lanes past OW (the next row's). A window
+// that crosses an input row's ends but stays inside x is loaded whole with its lanes outside the row zeroed;
+// only the tensors' very first and last rows fall back to lane-by-lane gathers. The lanes are summed once
+// at the end. (The zeroed dy lanes meet finite x values or zeros; a non-finite x there would turn a ±∞ sum
+// into NaN.)
+// The output rows r = n·OH + oh are split into `chunks` ranges of `rowsPerChunk`; chunk c writes its sums to
+// partial[c, g·Mg + m, k] (partial is dW itself when chunks = 1), conv_sum_chunks adds the chunks up.
+// Launch: global [⌈K / CONV_BWK⌉ rounded up to the local size, ⌈Mg / CONV_BWM⌉, chunks·G], local [any, 1, 1].
+#ifndef CONV_BWM
+#define CONV_BWM 8
+#endif
+#ifndef CONV_BWK
+#define CONV_BWK 1
+#endif
+
+// The sum of v's 16 lanes, halved through a private array with vstore/vload rather than with .lo/.hi:
+// oclgrind 21.10's --uninitialized check takes lanes of such narrowing shuffles from the wrong operand
+// (reporting them as uninitialised), and segfaults on the `undef` lane LLVM gives the last step's shuffle.
+// (It runs once per accumulator and chunk, next to thousands of multiply-adds.)
+inline float conv_lane_sum(const float16 v) {
+    float lanes[16];
+    vstore16(v, 0, lanes);
+    vstore8(vload8(0, lanes) + vload8(1, lanes), 0, lanes);
+    vstore4(vload4(0, lanes) + vload4(1, lanes), 0, lanes);
+    vstore2(vload2(0, lanes) + vload2(1, lanes), 0, lanes);
+    return lanes[0] + lanes[1];
+}
+
+__kernel void conv_backward_weight_rows(const __global float* x, const __global float* dy,
+                                        __global float* partial, const int N, const int M, const int G,
+                                        const int rowsPerChunk, CONV_GEOMETRY) {
+    const int Cg = C / G, Mg = M / G, K = Cg * KH * KW, KHW = KH * KW;
+    const int k0 = get_global_id(0) * CONV_BWK, m0 = get_global_id(1) * CONV_BWM;
+    const int chunkGroup = get_global_id(2), chunk = chunkGroup / G, g = remainder_of(chunkGroup, chunk, G);
+    if (k0 >= K || m0 >= Mg) return;
+    const int rowBegin = chunk * rowsPerChunk, rowEnd = min(rowBegin + rowsPerChunk, N * OH);
+    const int channels = min(CONV_BWM, Mg - m0), depths = min(CONV_BWK, K - k0);
+    const int xCount = N * C * H * W, dyCount = N * M * OH * OW;
+
+    // Each depth's tap, decomposed once; depths past K repeat the last one (their sums are dropped).
+    int tapChannel[CONV_BWK], tapRow[CONV_BWK], tapColumn[CONV_BWK];
+    for (int j = 0; j < CONV_BWK; ++j) {
+        const int k = k0 + min(j, depths - 1);
+        const int ci = k / KHW, rest = remainder_of(k, ci, KHW);
+        const int kh = rest / KW, kw = remainder_of(rest, kh, KW);
+        tapChannel[j] = g * Cg + ci;
+        tapRow[j] = kh * DH - PH;
+        tapColumn[j] = kw * DW - PW;
+    }
+    // Channels past the end of the group reuse the last valid one (always in bounds; their sums are dropped).
+    int channelOffset[CONV_BWM];
+    for (int i = 0; i < CONV_BWM; ++i) channelOffset[i] = (g * Mg + m0 + min(i, channels - 1)) * OH * OW;
+
+    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    float16 acc[CONV_BWM][CONV_BWK];
+    for (int i = 0; i < CONV_BWM; ++i)
+        for (int j = 0; j < CONV_BWK; ++j) acc[i][j] = (float16)(0.0f);
+
+    for (int row = rowBegin; row < rowEnd; ++row) {
+        const int n = row / OH, oh = remainder_of(row, n, OH);
+        const __global float* dyRow = dy + n * M * OH * OW + oh * OW;
+        for (int ow0 = 0; ow0 < OW; ow0 += 16) {
+            // The window [start, start + 16) of output columns: lanes below `fresh` were summed already.
+            const int start = OW >= 16 ? min(ow0, OW - 16) : 0, fresh = ow0 - start;
+            float16 xv[CONV_BWK];
+            for (int j = 0; j < CONV_BWK; ++j) {
+                const int ih = oh * SH + tapRow[j];
+                const int iw0 = start * SW + tapColumn[j];
+                // The window's first element in x; a window that crosses the row's ends but stays inside x
+                // is loaded whole and its lanes outside the row are zeroed (select, so no NaN leaks in).
+                const int first = ((n * C + tapChannel[j]) * H + ih) * W + iw0;
+                const bool inside = iw0 >= 0 && iw0 + 16 * SW - (SW - 1) <= W;
+                if (ih < 0 || ih >= H) {
+                    xv[j] = (float16)(0.0f);
+                } else if (SW == 1 && first >= 0 && first + 16 <= xCount) {
+                    xv[j] = vload16(0, x + first);
+                    if (!inside) {
+                        const int16 iw = (int16)(iw0) + lane;
+                        xv[j] = select((float16)(0.0f), xv[j], (iw >= (int16)(0)) & (iw < (int16)(W)));
+                    }
+                } else if (SW == 2 && first >= 0 && first + 32 <= xCount) {
+                    xv[j] = conv_even_lanes(vload16(0, x + first), vload16(0, x + first + 16));
+                    if (!inside) {
+                        const int16 iw = (int16)(iw0) + lane * (int16)(2);
+                        xv[j] = select((float16)(0.0f), xv[j], (iw >= (int16)(0)) & (iw < (int16)(W)));
+                    }
+                } else {
+                    const __global float* line = x + ((n * C + tapChannel[j]) * H + ih) * W;
+                    float lanes[16];
+                    for (int l = 0; l < 16; ++l) {
+                        const int iw = iw0 + l * SW;
+                        lanes[l] = (iw >= 0 && iw < W) ? line[iw] : 0.0f;
+                    }
+                    xv[j] = vload16(0, lanes);
+                }
+            }
+            for (int i = 0; i < CONV_BWM; ++i) {
+                const __global float* d = dyRow + channelOffset[i] + start;
+                float16 v;
+                if (OW >= 16) {
+                    v = vload16(0, d);
+                    if (fresh > 0) v = select((float16)(0.0f), v, lane >= (int16)(fresh));
+                } else if (d + 16 <= dy + dyCount) {
+                    // A row narrower than the window: its OW lanes, the next row's zeroed.
+                    v = select((float16)(0.0f), vload16(0, d), lane < (int16)(OW));
+                } else {
+                    float lanes[16];
+                    for (int l = 0; l < 16; ++l) lanes[l] = l < OW ? d[l] : 0.0f;
+                    v = vload16(0, lanes);
+                }
+                for (int j = 0; j < CONV_BWK; ++j) acc[i][j] = mad(v, xv[j], acc[i][j]);
+            }
+        }
+    }
+    __global float* out = partial + (chunk * M + g * Mg + m0) * K + k0;
+    for (int i = 0; i < channels; ++i)
+        for (int j = 0; j < depths; ++j) out[i * K + j] = conv_lane_sum(acc[i][j]);
+}
+
+// dw[i] = Σ_{c < chunks} partial[c·count + i]   (i < count; global [count rounded up], 1-D)
+__kernel void conv_sum_chunks(const __global float* partial, __global float* dw, const int chunks, const int count) {
+    const int i = get_global_id(0);
+    if (i >= count) return;
+    float sum = 0.0f;
+    for (int c = 0; c < chunks; ++c) sum += partial[c * count + i];
+    dw[i] = sum;
+}
+

@@ -199,32 +199,46 @@ public struct AttentionParameters: Hashable, Sendable, CustomStringConvertible {
                                                 rowsPerItem: 4, keyRowsPerItem: 4, vectorWidth: 16)
 }
 
-/// Launch parameters of the CPU-class implicit-GEMM convolution `conv_forward_implicit_rows` (`Kernels/conv.cl`):
-/// `CONV_VM` output channels × 16 positions per work-item (CONV_VM float16 accumulators), and the work-group size
-/// along the positions. (The GPU kernel `conv_forward_implicit` keeps its tiles in `ImplicitGemmTiles`.)
+/// Launch parameters of the CPU-class convolution kernels (`Kernels/conv.cl`): the forward
+/// `conv_forward_implicit_rows`, `CONV_VM` output channels × 16 positions per work-item (CONV_VM float16
+/// accumulators), and the work-group size along the positions; the backward-weight `conv_backward_weight_rows`,
+/// `CONV_BWM` output channels × `CONV_BWK` depths per work-item (CONV_BWM·CONV_BWK float16 accumulators).
+/// (The GPU kernel `conv_forward_implicit` keeps its tiles in `ImplicitGemmTiles`.)
 public struct ConvParameters: Hashable, Sendable, CustomStringConvertible {
     /// Output channels per work-item (`CONV_VM`), 1 to 32.
     public var channelsPerItem: Int
     /// Work-items per work-group along the output positions (a power of two).
     public var workGroupSize: Int
+    /// Backward-weight: output channels (`CONV_BWM`) and depths (`CONV_BWK`) per work-item, 1 to 32 each.
+    /// Not part of `specification` (which `opal bench tune conv` stores).
+    public var weightChannelsPerItem: Int, weightDepthsPerItem: Int
 
-    public init(channelsPerItem: Int, workGroupSize: Int) {
+    public init(channelsPerItem: Int, workGroupSize: Int, weightChannelsPerItem: Int = 8,
+                weightDepthsPerItem: Int = 1) {
         self.channelsPerItem = channelsPerItem; self.workGroupSize = workGroupSize
+        self.weightChannelsPerItem = weightChannelsPerItem; self.weightDepthsPerItem = weightDepthsPerItem
     }
 
-    /// 8 channels (16 AVX2 / 8 AVX-512 registers of accumulators), groups of 8 work-items.
-    public static let standard = ConvParameters(channelsPerItem: 8, workGroupSize: 8)
+    /// 8 channels (16 AVX2 / 8 AVX-512 registers of accumulators), groups of 8 work-items; backward-weight
+    /// 8 × 1, the same 16 AVX2 registers of accumulators (not measured on an AVX2 machine).
+    public static let standard = ConvParameters(channelsPerItem: 8, workGroupSize: 8, weightChannelsPerItem: 8,
+                                                weightDepthsPerItem: 1)
     /// AVX-512 CPU devices: 16 channels (16 of the 32 zmm registers), which `opal bench tune conv` chose on
-    /// PoCL in two runs out of two (+32 %, +59 % over `standard`, 2026-12-02).
-    public static let cpuAVX512 = ConvParameters(channelsPerItem: 16, workGroupSize: 8)
+    /// PoCL in two runs out of two (+32 %, +59 % over `standard`, 2026-12-02); backward-weight 16 × 1. K2 on
+    /// PoCL (2 cores; 3×3 / 7×7 s2 ms, two runs each where two are given): 16×1 149/116, 138/115; 24×1 156/130;
+    /// 12×2 151/133, 149/131; 8×3 191/189; 8×2 151/143; 6×3 248/199; 4×4 188/204.
+    public static let cpuAVX512 = ConvParameters(channelsPerItem: 16, workGroupSize: 8, weightChannelsPerItem: 16,
+                                                 weightDepthsPerItem: 1)
 
     /// Whether the kernel can be compiled and launched with these values.
     public func isValid(maximumWorkGroupSize: Int) -> Bool {
         (1...32).contains(channelsPerItem) && workGroupSize > 0 && workGroupSize & (workGroupSize - 1) == 0
             && workGroupSize <= maximumWorkGroupSize
+            && (1...32).contains(weightChannelsPerItem) && (1...32).contains(weightDepthsPerItem)
     }
 
-    /// Parses two comma-separated numbers: channels per work-item, work-group size.
+    /// Parses two comma-separated numbers: channels per work-item, work-group size (the backward-weight
+    /// block keeps its default).
     public init?(specification: String) {
         let n = specification.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard n.count == 2 else { return nil }
@@ -232,9 +246,14 @@ public struct ConvParameters: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var specification: String { "\(channelsPerItem),\(workGroupSize)" }
-    public var buildOptions: String { "-DCONV_VM=\(channelsPerItem)" }
+    /// The environment variable that replaces the backward-weight block, "channels,depths" (for tuning).
+    public static let weightBlockOverrideVariable = "OPAL_CONV_WEIGHT_BLOCK"
+    public var buildOptions: String {
+        "-DCONV_VM=\(channelsPerItem) -DCONV_BWM=\(weightChannelsPerItem) -DCONV_BWK=\(weightDepthsPerItem)"
+    }
     public var description: String {
-        "\(channelsPerItem) output channels × 16 positions per work-item, work-groups of \(workGroupSize)"
+        "\(channelsPerItem) output channels × 16 positions per work-item, work-groups of \(workGroupSize); "
+            + "backward-weight \(weightChannelsPerItem) channels × \(weightDepthsPerItem) depths per work-item"
     }
 }
 
@@ -310,7 +329,18 @@ struct OpenCLKernelParameters: Hashable, Sendable {
         gemm = chosen
         attention = tuning?.attention ?? (device.type == .cpu ? .cpu : .portable)
         if device.type == .cpu && device.name.localizedCaseInsensitiveContains("avx512") { conv = .cpuAVX512 }
-        if let tuned = tuning?.conv, tuned.isValid(maximumWorkGroupSize: limit) { conv = tuned }
+        // A tuned entry replaces the forward kernel's values; the backward-weight block (not tuned yet) stays the table's.
+        if let tuned = tuning?.conv, tuned.isValid(maximumWorkGroupSize: limit) {
+            conv = ConvParameters(channelsPerItem: tuned.channelsPerItem, workGroupSize: tuned.workGroupSize,
+                                  weightChannelsPerItem: conv.weightChannelsPerItem,
+                                  weightDepthsPerItem: conv.weightDepthsPerItem)
+        }
+        if let text = ProcessInfo.processInfo.environment[ConvParameters.weightBlockOverrideVariable] {
+            let n = text.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            if n.count == 2, (1...32).contains(n[0]), (1...32).contains(n[1]) {
+                conv.weightChannelsPerItem = n[0]; conv.weightDepthsPerItem = n[1]
+            }
+        }
         if let tuned = tuning?.workGroupSize, tuned > 0, tuned & (tuned - 1) == 0, tuned <= limit {
             workGroupSize = tuned
         }

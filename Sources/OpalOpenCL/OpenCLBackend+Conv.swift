@@ -22,6 +22,18 @@ public enum ImplicitGemmKernel: String, Sendable, CaseIterable {
     case vectorRows
 }
 
+/// How `OpenCLBackend.conv2DBackwardWeight` computes the weight gradient (`Kernels/conv.cl`).
+public enum BackwardWeightAlgorithm: String, Sendable, CaseIterable {
+    /// Chosen per device by `OpenCLBackend.chosenBackwardWeightAlgorithm(for:)`.
+    case automatic
+    /// im2col, gather dy, the backend's GEMM `dW_g (+)= dyT · col_gᵀ` accumulated over batch chunks.
+    case im2col
+    /// `conv_backward_weight_rows`: no column matrix; CONV_BWM × CONV_BWK blocks of dW per work-item, summed
+    /// over 16 output positions at a time in float16 registers, per chunk of output rows (CPU devices such as
+    /// PoCL); `conv_sum_chunks` adds the chunks' partial sums.
+    case implicitRows
+}
+
 /// Tile sizes of `conv_forward_implicit`; they mirror the `#define` defaults at the top of conv.cl.
 struct ImplicitGemmTiles {
     static let outputChannels = 64      // CONV_TM
@@ -34,10 +46,19 @@ struct ImplicitGemmTiles {
 
 /// Per-backend convolution settings (an extension cannot add stored properties to `OpenCLBackend`).
 private final class ConvolutionSettings: @unchecked Sendable {
-    // @unchecked: `algorithms` is only touched under `lock`.
+    // @unchecked: the dictionaries are only touched under `lock`.
     private let lock = NSLock()
     private var algorithms: [ObjectIdentifier: ConvolutionAlgorithm] = [:]
     private var kernels: [ObjectIdentifier: ImplicitGemmKernel] = [:]
+    private var weightAlgorithms: [ObjectIdentifier: BackwardWeightAlgorithm] = [:]
+
+    func weightAlgorithm(of backend: OpenCLBackend) -> BackwardWeightAlgorithm {
+        lock.withLock { weightAlgorithms[ObjectIdentifier(backend)] ?? .automatic }
+    }
+
+    func set(_ algorithm: BackwardWeightAlgorithm, for backend: OpenCLBackend) {
+        lock.withLock { weightAlgorithms[ObjectIdentifier(backend)] = algorithm }
+    }
 
     func kernel(of backend: OpenCLBackend) -> ImplicitGemmKernel? {
         lock.withLock { kernels[ObjectIdentifier(backend)] }
@@ -59,11 +80,34 @@ private final class ConvolutionSettings: @unchecked Sendable {
 }
 
 extension OpenCLBackend {
-    /// The forward algorithm of `conv2D` (`.automatic` by default). The backward passes always use
-    /// im2col/col2im with the backend's GEMM.
+    /// The forward algorithm of `conv2D` (`.automatic` by default). Backward-data always uses col2im with the
+    /// backend's GEMM; backward-weight follows `backwardWeightAlgorithm`.
     public var convolutionAlgorithm: ConvolutionAlgorithm {
         get { ConvolutionSettings.shared.algorithm(of: self) }
         set { ConvolutionSettings.shared.set(newValue, for: self) }
+    }
+
+    /// The algorithm of `conv2DBackwardWeight` (`.automatic` by default).
+    public var backwardWeightAlgorithm: BackwardWeightAlgorithm {
+        get { ConvolutionSettings.shared.weightAlgorithm(of: self) }
+        set { ConvolutionSettings.shared.set(newValue, for: self) }
+    }
+
+    /// The algorithm `conv2DBackwardWeight` uses for `descriptor` under `.automatic`.
+    ///
+    /// Rule: on CPU devices (PoCL) with Opal's own GEMM engine, `.implicitRows`, which beat im2col + Opal's GEMM
+    /// and im2col + CLBlast on every K2 and R2 shape (PoCL, 2 AVX-512 cores: K2 3×3 ~140 ms against ~900 ms and
+    /// ~750 ms; R2 conv1 1.2 ms against 12 ms, R2 conv2, 14 wide, 20 ms against 31 ms); elsewhere, whenever the
+    /// engine is CLBlast (the reference `opal bench conv` times), and for output rows narrower than 8 (more than
+    /// half of the kernel's 16 lanes would idle; not measured), im2col + the backend's GEMM.
+    public func chosenBackwardWeightAlgorithm(for descriptor: Conv2DDescriptor) -> BackwardWeightAlgorithm {
+        switch backwardWeightAlgorithm {
+        case .im2col: return .im2col
+        case .implicitRows: return .implicitRows
+        case .automatic:
+            guard device.type == .cpu, gemmEngine == .opal, descriptor.outputWidth >= 8 else { return .im2col }
+            return .implicitRows
+        }
     }
 
     /// Which implicit-GEMM kernel `.implicitGemm` runs: `.vectorRows` on CPU devices, `.localTiles` elsewhere,
@@ -212,14 +256,35 @@ extension OpenCLBackend {
         }
     }
 
-    /// `dw = Σ_n dy_n ⋆ x_n`, the gradient of `conv2D` with respect to its weight (overwrites dw):
-    /// im2col, gather dy, GEMM `dW_g (+)= dyT · col_gᵀ` accumulated over batch chunks.
+    /// `dw = Σ_n dy_n ⋆ x_n`, the gradient of `conv2D` with respect to its weight (overwrites dw), with
+    /// `chosenBackwardWeightAlgorithm(for:)`.
+    /// - Parameters:
+    ///   - input: x, [batch, inputChannels, inputHeight, inputWidth]
+    ///   - gradOutput: dy, [batch, outputChannels, outputHeight, outputWidth]
+    ///   - gradWeight: dw, [outputChannels, inputChannels / groups, kernelHeight, kernelWidth]
     public func conv2DBackwardWeight(_ input: any DeviceBuffer, _ gradOutput: any DeviceBuffer,
                                      _ gradWeight: any DeviceBuffer, descriptor d: Conv2DDescriptor) throws {
+        try conv2DBackwardWeight(input, gradOutput, gradWeight, descriptor: d,
+                                 algorithm: chosenBackwardWeightAlgorithm(for: d))
+    }
+
+    /// `conv2DBackwardWeight` with an explicit algorithm (`.automatic` chooses as `conv2DBackwardWeight` does).
+    public func conv2DBackwardWeight(_ input: any DeviceBuffer, _ gradOutput: any DeviceBuffer,
+                                     _ gradWeight: any DeviceBuffer, descriptor d: Conv2DDescriptor,
+                                     algorithm: BackwardWeightAlgorithm) throws {
         try checkConvolution(d, op: "conv2DBackwardWeight")
         let x = try own(input, "conv2DBackwardWeight", elements: d.inputCount)
         let dy = try own(gradOutput, "conv2DBackwardWeight", elements: d.outputCount)
-        _ = try own(gradWeight, "conv2DBackwardWeight", elements: d.weightCount)
+        let dw = try own(gradWeight, "conv2DBackwardWeight", elements: d.weightCount)
+        switch algorithm == .automatic ? chosenBackwardWeightAlgorithm(for: d) : algorithm {
+        case .implicitRows: try implicitRowsBackwardWeight(x, dy, dw, d)
+        case .im2col, .automatic: try im2colBackwardWeight(x, dy, gradWeight, d)
+        }
+    }
+
+    /// im2col, gather dy, GEMM `dW_g (+)= dyT · col_gᵀ` accumulated over batch chunks.
+    private func im2colBackwardWeight(_ x: OpenCLBuffer, _ dy: OpenCLBuffer, _ gradWeight: any DeviceBuffer,
+                                      _ d: Conv2DDescriptor) throws {
         let chunk = columnChunk(d)
         let (mg, k, p) = (d.outputChannelsPerGroup, d.inputChannelsPerGroup * d.kernelHeight * d.kernelWidth,
                           d.outputHeight * d.outputWidth)
@@ -241,6 +306,43 @@ extension OpenCLBackend {
                     offsetB: g * k * columns, offsetC: g * mg * k))
             }
         }
+    }
+
+    /// `conv_backward_weight_rows` over chunks of output rows, then `conv_sum_chunks` (when there is more
+    /// than one chunk).
+    private func implicitRowsBackwardWeight(_ x: OpenCLBuffer, _ dy: OpenCLBuffer, _ dw: OpenCLBuffer,
+                                            _ d: Conv2DDescriptor) throws {
+        let (chunks, rowsPerChunk) = backwardWeightChunks(d)
+        let tiles = parameters.conv
+        let depthBlocks = (d.inputChannelsPerGroup * d.kernelHeight * d.kernelWidth + tiles.weightDepthsPerItem - 1)
+            / tiles.weightDepthsPerItem
+        let channelBlocks = (d.outputChannelsPerGroup + tiles.weightChannelsPerItem - 1) / tiles.weightChannelsPerItem
+        let scratch = chunks > 1 ? try allocate(count: chunks * d.weightCount) : nil
+        let partial = try scratch.map { try own($0, "conv2DBackwardWeight", elements: 0) } ?? dw
+        try enqueue(.convBackwardWeightRows, [
+            .buffer(x.buffer), .buffer(dy.buffer), .buffer(partial.buffer), .int(d.batch), .int(d.outputChannels),
+            .int(d.groups), .int(rowsPerChunk),
+        ] + geometry(d), global: { local in [roundUp(depthBlocks, to: local), channelBlocks, chunks * d.groups] },
+        local: { limit in [largestPowerOfTwo(atMost: min(tiles.workGroupSize, limit)), 1, 1] })
+        if chunks > 1 {
+            try launch(.convSumChunks, [.buffer(partial.buffer), .buffer(dw.buffer), .int(chunks), .int(d.weightCount)],
+                       count: d.weightCount)
+        }
+        withExtendedLifetime(scratch) {}
+    }
+
+    /// How `conv_backward_weight_rows` splits the batch·outputHeight output rows: chunks of rows whose dy
+    /// block (CONV_BWM channels × rows × outputWidth) holds about 64 Ki floats (256 KiB), so that the
+    /// work-items that share it find it in the core's L2 cache, with at most 16 Mi floats of partial sums.
+    /// (K2 on PoCL, 2 AVX-512 cores: blocks of 4 Ki, 16 Ki, 64 Ki and 256 Ki floats took 166/140/134/144 ms
+    /// for 3×3 and 137/117/113/158 ms for 7×7 s2.)
+    func backwardWeightChunks(_ d: Conv2DDescriptor) -> (chunks: Int, rowsPerChunk: Int) {
+        let rows = d.batch * d.outputHeight
+        let cached = max(1, (64 << 10) / max(1, parameters.conv.weightChannelsPerItem * d.outputWidth))
+        let most = max(1, (16 << 20) / max(1, d.weightCount))
+        let chunks = min(max(1, (rows + cached - 1) / cached), most)
+        let rowsPerChunk = (rows + chunks - 1) / chunks
+        return ((rows + rowsPerChunk - 1) / rowsPerChunk, rowsPerChunk)
     }
 
     // MARK: Helpers

@@ -29,6 +29,7 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
     case convIm2col = "conv_im2col", convCol2im = "conv_col2im", convScatter = "conv_scatter"
     case convGather = "conv_gather", convForwardImplicit = "conv_forward_implicit"
     case convForwardImplicitRows = "conv_forward_implicit_rows"
+    case convBackwardWeightRows = "conv_backward_weight_rows", convSumChunks = "conv_sum_chunks"
     // pool.cl
     case maxPool2D = "max_pool_2d", maxPool2DBackward = "max_pool_2d_backward"
     case maxPool2D2x2 = "max_pool_2d_2x2", maxPool2D2x2Backward = "max_pool_2d_2x2_backward"
@@ -64,7 +65,8 @@ enum OpenCLKernel: String, CaseIterable, Sendable {
         case .adamUpdate, .sgdUpdate: "optim"
         case .dropoutMask: "random"
         case .gemmTiled, .gemmFast, .gemmEpilogue: "gemm"
-        case .convIm2col, .convCol2im, .convScatter, .convGather, .convForwardImplicit, .convForwardImplicitRows:
+        case .convIm2col, .convCol2im, .convScatter, .convGather, .convForwardImplicit, .convForwardImplicitRows,
+             .convBackwardWeightRows, .convSumChunks:
             "conv"
         case .maxPool2D, .maxPool2DBackward, .maxPool2D2x2, .maxPool2D2x2Backward, .avgPool2D, .avgPool2DBackward: "pool"
         case .batchNormForward, .batchNormBackward, .batchNormForwardFeatures, .batchNormBackwardFeatures,

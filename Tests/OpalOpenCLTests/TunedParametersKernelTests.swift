@@ -31,7 +31,12 @@ final class TunedParametersKernelTests: KernelTestCase {
         gpu = try OpenCLBackend(device: device, index: 0, tuning: record)
         XCTAssertEqual(gpu.parameters.gemm, tunedGemm)
         XCTAssertEqual(gpu.gemmEngine, .opal, "a tuned GEMM entry runs Opal's kernel")
-        XCTAssertEqual(gpu.parameters.conv, ConvParameters(channelsPerItem: 5, workGroupSize: 4))
+        // The tuned record sets the forward kernel's values; the backward-weight block stays the table's.
+        let table = try OpenCLBackend(device: device, index: 0).parameters.conv
+        XCTAssertEqual(gpu.parameters.conv,
+                       ConvParameters(channelsPerItem: 5, workGroupSize: 4,
+                                      weightChannelsPerItem: table.weightChannelsPerItem,
+                                      weightDepthsPerItem: table.weightDepthsPerItem))
         XCTAssertEqual(gpu.parameters.workGroupSize, 32)
     }
 

@@ -114,7 +114,11 @@ final class TuningStoreTests: XCTestCase {
         XCTAssertEqual(fromRecord.gemm, tuned)
         XCTAssertEqual(fromRecord.gemm.preferredEngine, .opal, "a tuned GEMM entry is Opal's own kernel")
         XCTAssertEqual(fromRecord.attention, AttentionParameters(specification: "128,32,32768,2,1,8"))
-        XCTAssertEqual(fromRecord.conv, ConvParameters(channelsPerItem: 5, workGroupSize: 4))
+        // A tuned conv record sets the forward kernel's values; the backward-weight block stays the table's.
+        let tunedConv = ConvParameters(channelsPerItem: 5, workGroupSize: 4,
+                                       weightChannelsPerItem: table.conv.weightChannelsPerItem,
+                                       weightDepthsPerItem: table.conv.weightDepthsPerItem)
+        XCTAssertEqual(fromRecord.conv, tunedConv)
         XCTAssertEqual(fromRecord.workGroupSize, 64)
         XCTAssertTrue(fromRecord.buildOptions.contains("-DCONV_VM=5"), fromRecord.buildOptions)
         XCTAssertTrue(fromRecord.buildOptions.contains(tuned.buildOptions), fromRecord.buildOptions)
@@ -127,8 +131,7 @@ final class TuningStoreTests: XCTestCase {
         }
         let overridden = OpenCLKernelParameters(device: device, tuning: record)
         XCTAssertEqual(overridden.gemm, GemmParameters(specification: "8,8,16,4,4,4,1"), "the environment wins")
-        XCTAssertEqual(overridden.conv, ConvParameters(channelsPerItem: 5, workGroupSize: 4),
-                       "the other families keep their tuned values")
+        XCTAssertEqual(overridden.conv, tunedConv, "the other families keep their tuned values")
     }
 
     func testValuesThatDoNotFitTheDeviceAreIgnored() {
