@@ -117,11 +117,13 @@ public struct ConvBenchmark {
                         let measurement = try measure(on: device, warmup: 2, runs: runs) {
                             try time(pass, opencl, x: x, w: w, dy: dy, dx: dx, dw: dw, d)
                         }
-                        let algorithm = "im2col + \(opencl.gemmEngine.rawValue)"
-                        // The reference: the same im2col/col2im passes with CLBlast's GEMM.
+                        let algorithm = pass == .backwardWeight
+                            && opencl.chosenBackwardWeightAlgorithm(for: d) == .implicitRows
+                            ? "implicit rows" : "im2col + \(opencl.gemmEngine.rawValue)"
+                        // The reference: im2col/col2im with CLBlast's GEMM.
                         opencl.gemmEngine = .clblast
                         let reference = try measure(on: device, warmup: 2, runs: runs) {
-                            try time(pass, opencl, x: x, w: w, dy: dy, dx: dx, dw: dw, d)
+                            try time(pass, opencl, x: x, w: w, dy: dy, dx: dx, dw: dw, d, reference: true)
                         }
                         row = Row(shape: shape.name, descriptor: d.description, pass: pass, flops: d.flops,
                                   algorithm: algorithm, opal: measurement,
@@ -146,12 +148,15 @@ public struct ConvBenchmark {
         return rows
     }
 
+    /// One backward pass: the backend's choice, or (`reference`) im2col + the backend's GEMM.
     private func time(_ pass: Pass, _ backend: OpenCLBackend, x: any DeviceBuffer, w: any DeviceBuffer,
-                      dy: any DeviceBuffer, dx: any DeviceBuffer, dw: any DeviceBuffer, _ d: Conv2DDescriptor) throws {
+                      dy: any DeviceBuffer, dx: any DeviceBuffer, dw: any DeviceBuffer, _ d: Conv2DDescriptor,
+                      reference: Bool = false) throws {
         switch pass {
         case .forward: break
         case .backwardData: try backend.conv2DBackwardData(dy, w, dx, descriptor: d)
-        case .backwardWeight: try backend.conv2DBackwardWeight(x, dy, dw, descriptor: d)
+        case .backwardWeight:
+            try backend.conv2DBackwardWeight(x, dy, dw, descriptor: d, algorithm: reference ? .im2col : .automatic)
         }
     }
 }
