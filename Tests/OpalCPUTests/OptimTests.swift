@@ -30,8 +30,11 @@ final class OptimTests: CPUTestCase {
                                        count: size, step: step)
                 var (expectedTheta, expectedM, expectedV) = (theta.map(Double.init), m.map(Double.init), v.map(Double.init))
                 referenceAdam(theta: &expectedTheta, gradient: gradient, m: &expectedM, v: &expectedV, step: step)
-                assertClose(try read(mBuffer), expectedM, "Adam m, size \(size), decoupled \(decoupled)")
-                assertClose(try read(vBuffer), expectedV, "Adam v, size \(size), decoupled \(decoupled)")
+                // m = β1·m + (1 − β1)·g and v may cancel to far below their terms (|m| ≤ 0.1, |g| ≤ 2, v ≤ 0.01):
+                // the Float rounding of the terms is judged against the terms' size, not the result's (a one-
+                // element case once came out 3e-9 off a result of 4.5e-5).
+                assertClose(try read(mBuffer), expectedM, magnitude: 0.3, "Adam m, size \(size), decoupled \(decoupled)")
+                assertClose(try read(vBuffer), expectedV, magnitude: 0.01, "Adam v, size \(size), decoupled \(decoupled)")
                 assertClose(try read(thetaBuffer), expectedTheta, relative: 1e-6, absolute: 1e-6,
                             "Adam θ, size \(size), decoupled \(decoupled)")
             }
