@@ -44,10 +44,10 @@ extension CPUBackend {
                 opal_column_shifted_sums(x + start, batch, width, channels, x + start, sums, sums + width)
                 for j in 0..<width {
                     let c = start + j
-                    let shiftedMean = sums[j] / count
-                    let variance = max(sums[width + j] / count - shiftedMean * shiftedMean, 0)
-                    let invstd = Float(1 / (variance + epsilon).squareRoot())
-                    meanOut[c] = Float(Double(x[c]) + shiftedMean)
+                    let (channelMean, invstd) = normalisationStatistics(shift: x[c], sum: sums[j],
+                                                                        squares: sums[width + j], count: count,
+                                                                        epsilon: epsilon)
+                    meanOut[c] = channelMean
                     invstdOut[c] = invstd
                     scales[j] = g[c] * invstd
                 }
@@ -67,10 +67,8 @@ extension CPUBackend {
                     let (s, q) = shiftedSums(x + (n * channels + c) * spatial, spatial, shift: shift)
                     sum += s; sumOfSquares += q
                 }
-                let shiftedMean = sum / count
-                let variance = max(sumOfSquares / count - shiftedMean * shiftedMean, 0)
-                let channelMean = Float(Double(shift) + shiftedMean)
-                let invstd = Float(1 / (variance + epsilon).squareRoot())
+                let (channelMean, invstd) = normalisationStatistics(shift: shift, sum: sum, squares: sumOfSquares,
+                                                                    count: count, epsilon: epsilon)
                 meanOut[c] = channelMean
                 invstdOut[c] = invstd
                 let scale = g[c] * invstd, offset = b[c]
@@ -112,14 +110,10 @@ extension CPUBackend {
                 let (scales, constants, slopes) = (coefficients, coefficients + width, coefficients + 2 * width)
                 for j in 0..<width {
                     let c = start + j
-                    let invstd = invstdIn[c]
-                    let (gradientBeta, gradientGamma) = (sums[j], sums[width + j] * Double(invstd))
-                    db[c] = Float(gradientBeta)
-                    dg[c] = Float(gradientGamma)
-                    let k = Double(g[c]) * Double(invstd)
-                    scales[j] = Float(k)
-                    constants[j] = Float(k * gradientBeta / count)
-                    slopes[j] = Float(k * gradientGamma * Double(invstd) / count)
+                    let gradient = BatchNormGradient(sumDy: sums[j], sumDyCentered: sums[width + j], gamma: g[c],
+                                                     invstd: invstdIn[c], count: count)
+                    (db[c], dg[c]) = (gradient.beta, gradient.gamma)
+                    (scales[j], constants[j], slopes[j]) = (gradient.scale, gradient.constant, gradient.slope)
                 }
                 let means = meanIn + start
                 for n in 0..<batch {
@@ -141,15 +135,10 @@ extension CPUBackend {
                     let (s, p) = gradientSums(x + offset, dy + offset, spatial, mean: channelMean)
                     sumDy += s; sumDyCentered += p
                 }
-                let gradientBeta = sumDy
-                let gradientGamma = sumDyCentered * Double(invstd)
-                db[c] = Float(gradientBeta)
-                dg[c] = Float(gradientGamma)
-                // dx = k·dy − k·dβ/M − k·dγ·invstd/M·(x − mean), k = γ·invstd.
-                let k = Double(g[c]) * Double(invstd)
-                let scale = Float(k)
-                let constant = Float(k * gradientBeta / count)
-                let slope = Float(k * gradientGamma * Double(invstd) / count)
+                let gradient = BatchNormGradient(sumDy: sumDy, sumDyCentered: sumDyCentered, gamma: g[c],
+                                                 invstd: invstd, count: count)
+                (db[c], dg[c]) = (gradient.beta, gradient.gamma)
+                let (scale, constant, slope) = (gradient.scale, gradient.constant, gradient.slope)
                 for n in 0..<batch {
                     let offset = (n * channels + c) * spatial
                     let xr = x + offset, dyr = dy + offset, dxr = dx + offset
@@ -180,10 +169,8 @@ extension CPUBackend {
                 let xr = x + row * columns
                 let shift = xr[0]
                 let (sum, sumOfSquares) = shiftedSums(xr, columns, shift: shift)
-                let shiftedMean = sum / count
-                let variance = max(sumOfSquares / count - shiftedMean * shiftedMean, 0)
-                let rowMean = Float(Double(shift) + shiftedMean)
-                let rstd = Float(1 / (variance + epsilon).squareRoot())
+                let (rowMean, rstd) = normalisationStatistics(shift: shift, sum: sum, squares: sumOfSquares,
+                                                               count: count, epsilon: epsilon)
                 meanOut[row] = rowMean
                 rstdOut[row] = rstd
                 layerNormRow(xr, g, b, y + row * columns, columns, mean: rowMean, rstd: rstd)
@@ -291,6 +278,32 @@ extension BatchNormDescriptor {
         guard epsilon >= 0, epsilon.isFinite else {
             throw TensorError.invalidArgument(op: op, reason: "epsilon \(epsilon) must be finite and ≥ 0")
         }
+    }
+}
+
+/// Mean and 1/√(var + ε) of a channel (batch norm) or row (layer norm) from its sums shifted by `shift`
+/// (`shiftedSums`) over `count` values:
+/// mean = shift + Σ/M, var = Σ²/M − (Σ/M)² (clamped at 0; the shift keeps the difference exact near a large mean).
+@inline(__always)
+func normalisationStatistics(shift: Float, sum: Double, squares: Double, count: Double,
+                         epsilon: Double) -> (mean: Float, invstd: Float) {
+    let shiftedMean = sum / count
+    let variance = max(squares / count - shiftedMean * shiftedMean, 0)
+    return (Float(Double(shift) + shiftedMean), Float(1 / (variance + epsilon).squareRoot()))
+}
+
+/// A channel's dβ = Σ dy and dγ = invstd·Σ dy·(x − mean), and the coefficients of
+/// dx = scale·dy − constant − slope·(x − mean) (k = γ·invstd: scale k, constant k·dβ/M, slope k·dγ·invstd/M).
+struct BatchNormGradient {
+    let beta: Float, gamma: Float
+    let scale: Float, constant: Float, slope: Float
+
+    @inline(__always)
+    init(sumDy: Double, sumDyCentered: Double, gamma weight: Float, invstd: Float, count: Double) {
+        let gradientGamma = sumDyCentered * Double(invstd)
+        let k = Double(weight) * Double(invstd)
+        (beta, gamma) = (Float(sumDy), Float(gradientGamma))
+        (scale, constant, slope) = (Float(k), Float(k * sumDy / count), Float(k * gradientGamma * Double(invstd) / count))
     }
 }
 
