@@ -344,15 +344,7 @@ private func im2colPlane(_ plane: UnsafeMutablePointer<Float>, _ rows: UnsafeMut
             // Output position t reads from[t] on every valid row: one block copy, then the padding columns.
             let (start, end) = (r0 * outputWidth + c0, (r1 - 1) * outputWidth + c1)
             (target + start).update(from: from + start, count: end - start)
-            if c0 > 0 || c1 < outputWidth {
-                for outputRow in r0..<r1 {
-                    let line = target + outputRow * outputWidth
-                    var o = 0
-                    while o < c0 { line[o] = 0; o += 1 }
-                    o = c1
-                    while o < outputWidth { line[o] = 0; o += 1 }
-                }
-            }
+            zeroPaddingColumns(target, rows: r0..<r1, columns: c0..<c1, width: outputWidth)
         } else {
             for outputRow in r0..<r1 {
                 let line = target + outputRow * outputWidth
@@ -385,15 +377,7 @@ private func col2imPlane(_ rows: UnsafeMutablePointer<Float>, _ plane: UnsafeMut
         let source = rows + tap * pitch
         let into = target + window.source + window.shift
         if window.sourceWidth == outputWidth {
-            if c0 > 0 || c1 < outputWidth {
-                for outputRow in r0..<r1 {
-                    let line = source + outputRow * outputWidth
-                    var o = 0
-                    while o < c0 { line[o] = 0; o += 1 }
-                    o = c1
-                    while o < outputWidth { line[o] = 0; o += 1 }
-                }
-            }
+            zeroPaddingColumns(source, rows: r0..<r1, columns: c0..<c1, width: outputWidth)
             let (start, end) = (r0 * outputWidth + c0, (r1 - 1) * outputWidth + c1)
             addRows(source + start, into + start, count: end - start)
         } else {
@@ -404,6 +388,20 @@ private func col2imPlane(_ rows: UnsafeMutablePointer<Float>, _ plane: UnsafeMut
         }
     }
     if plan.isStrided { plan.mergePhases(phases, into: plane) }
+}
+
+/// Zeroes the columns outside `columns` on the rows `rows` of a [·, width] tap row of the column matrix (the
+/// padding columns that a tap's one block copy or add passes over).
+@inline(__always)
+private func zeroPaddingColumns(_ tap: UnsafeMutablePointer<Float>, rows: Range<Int>, columns: Range<Int>, width: Int) {
+    guard columns.lowerBound > 0 || columns.upperBound < width else { return }
+    for row in rows {
+        let line = tap + row * width
+        var o = 0
+        while o < columns.lowerBound { line[o] = 0; o += 1 }
+        o = columns.upperBound
+        while o < width { line[o] = 0; o += 1 }
+    }
 }
 
 /// `target[i] += source[i]` for i < count (the two never overlap: one is scratch, the other dx).
@@ -553,23 +551,6 @@ struct ConvolutionPlan {
 
     /// phase(a, b)[i, j] = plane[i·sH + a, j·sW + b].
     func splitPhases(_ plane: UnsafeMutablePointer<Float>, into phases: UnsafeMutablePointer<Float>) {
-        if strideWidth == 2 {
-            // Both column phases of a row in one pass (an interleaved pair of loads the compiler vectorises).
-            let (evenWidth, oddWidth) = (phaseWidths[0], phaseWidths[1])
-            for a in 0..<strideHeight {
-                let (even, odd) = (phases + phaseOffsets[a * 2], phases + phaseOffsets[a * 2 + 1])
-                for i in 0..<phaseHeights[a] {
-                    let source = plane + (i * strideHeight + a) * inputWidth
-                    let (evenRow, oddRow) = (even + i * evenWidth, odd + i * oddWidth)
-                    for j in 0..<oddWidth {
-                        evenRow[j] = source[2 * j]
-                        oddRow[j] = source[2 * j + 1]
-                    }
-                    if evenWidth > oddWidth { evenRow[oddWidth] = source[2 * oddWidth] }
-                }
-            }
-            return
-        }
         for a in 0..<strideHeight {
             for b in 0..<strideWidth {
                 let (phase, width) = (phases + phaseOffsets[a * strideWidth + b], phaseWidths[b])
@@ -583,22 +564,6 @@ struct ConvolutionPlan {
 
     /// The inverse of `splitPhases`: plane[i·sH + a, j·sW + b] = phase(a, b)[i, j] (writes every element).
     func mergePhases(_ phases: UnsafeMutablePointer<Float>, into plane: UnsafeMutablePointer<Float>) {
-        if strideWidth == 2 {
-            let (evenWidth, oddWidth) = (phaseWidths[0], phaseWidths[1])
-            for a in 0..<strideHeight {
-                let (even, odd) = (phases + phaseOffsets[a * 2], phases + phaseOffsets[a * 2 + 1])
-                for i in 0..<phaseHeights[a] {
-                    let target = plane + (i * strideHeight + a) * inputWidth
-                    let (evenRow, oddRow) = (even + i * evenWidth, odd + i * oddWidth)
-                    for j in 0..<oddWidth {
-                        target[2 * j] = evenRow[j]
-                        target[2 * j + 1] = oddRow[j]
-                    }
-                    if evenWidth > oddWidth { target[2 * oddWidth] = evenRow[oddWidth] }
-                }
-            }
-            return
-        }
         for a in 0..<strideHeight {
             for b in 0..<strideWidth {
                 let (phase, width) = (phases + phaseOffsets[a * strideWidth + b], phaseWidths[b])
