@@ -44,7 +44,7 @@ let package = Package(
 
         .testTarget(name: "OpenCLKitTests", dependencies: ["OpenCLKit"]),
         .testTarget(name: "OpalCoreTests", dependencies: ["OpalCore", "OpalCPU"]),
-        .testTarget(name: "OpalCPUTests", dependencies: ["OpalCore", "OpalCPU"]),
+        .testTarget(name: "OpalCPUTests", dependencies: ["OpalCore", "OpalCPU", "CVectorMath"]),
         .testTarget(name: "OpalOpenCLTests", dependencies: ["OpalCore", "OpalCPU", "OpalOpenCL", "OpenCLKit"]),
         .testTarget(name: "OpalTests", dependencies: ["Opal", "OpalOpenCL"], exclude: ["Corpus"]),
         .testTarget(name: "OpalCLITests", dependencies: ["OpalCLI"]),

@@ -63,6 +63,17 @@ public struct ConvBenchmark {
             kernelHeight: 3, kernelWidth: 3, paddingHeight: 1, paddingWidth: 1)),
     ]
 
+    /// The two convolutions of the R5 DCGAN (batch 64): D's 1→64 and 64→128 4×4 stride-2 layers, whose
+    /// backward-data passes are also G's transposed convolutions 64→1 and 128→64.
+    public static let r5Shapes = [
+        Shape(name: "R5 conv1", descriptor: Conv2DDescriptor(
+            batch: 64, inputChannels: 1, inputHeight: 28, inputWidth: 28, outputChannels: 64,
+            kernelHeight: 4, kernelWidth: 4, strideHeight: 2, strideWidth: 2, paddingHeight: 1, paddingWidth: 1)),
+        Shape(name: "R5 conv2", descriptor: Conv2DDescriptor(
+            batch: 64, inputChannels: 64, inputHeight: 14, inputWidth: 14, outputChannels: 128,
+            kernelHeight: 4, kernelWidth: 4, strideHeight: 2, strideWidth: 2, paddingHeight: 1, paddingWidth: 1)),
+    ]
+
     public var shapes: [Shape]
     public var passes: [Pass]
     public var runs: Int

@@ -89,26 +89,32 @@ struct BenchGemmCommand: ParsableCommand {
     }
 }
 
-/// `opal bench conv`: K2 and R2 convolutions, forward and both backward passes.
+/// `opal bench conv`: K2, R2 and R5 convolutions, forward and both backward passes.
 struct BenchConvCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "conv",
-        abstract: "Conv2D forward, backward-data, backward-weight: Opal's chosen algorithm vs im2col + CLBlast (OpenCL) at the K2 and R2 shapes.")
+        abstract: "Conv2D forward, backward-data, backward-weight: Opal's chosen algorithm vs im2col + CLBlast (OpenCL) at the K2, R2 and R5 shapes.")
 
     @OptionGroup var deviceOptions: DeviceOptions
     @OptionGroup var bench: BenchOptions
 
-    @Option(help: "Shapes: k2, r2 or all.")
+    @Option(help: "Shapes: k2, r2, r5 or all.")
     var shapes = "all"
 
     func validate() throws {
-        guard ["k2", "r2", "all"].contains(shapes) else { throw ValidationError("--shapes must be k2, r2 or all, got '\(shapes)'") }
+        guard ["k2", "r2", "r5", "all"].contains(shapes) else {
+            throw ValidationError("--shapes must be k2, r2, r5 or all, got '\(shapes)'")
+        }
     }
 
     func run() throws {
         let device = try deviceOptions.resolve()
-        let chosen: [ConvBenchmark.Shape] = shapes == "k2" ? ConvBenchmark.k2Shapes
-            : shapes == "r2" ? ConvBenchmark.r2Shapes : ConvBenchmark.k2Shapes + ConvBenchmark.r2Shapes
+        let chosen: [ConvBenchmark.Shape] = switch shapes {
+        case "k2": ConvBenchmark.k2Shapes
+        case "r2": ConvBenchmark.r2Shapes
+        case "r5": ConvBenchmark.r5Shapes
+        default: ConvBenchmark.k2Shapes + ConvBenchmark.r2Shapes + ConvBenchmark.r5Shapes
+        }
         let benchmark = ConvBenchmark(shapes: chosen, runs: bench.runs)
         let rows = try benchmark.run(on: device) { if !bench.json { printError($0) } }
         if bench.json {

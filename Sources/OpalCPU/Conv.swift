@@ -1,4 +1,5 @@
 import CBLAS
+import CVectorMath
 import Dispatch
 import OpalCore
 import Synchronization
@@ -24,11 +25,11 @@ import Synchronization
 //     cores meet once at the end (backward weight then sums their partial dW). No NCHW scatter is needed.
 //   - one worker (batch too small to split evenly): chunks run in order, im2col/col2im/gather split over
 //     (element, channel) planes on all cores and OpenBLAS threaded.
-// im2col walks each (element, channel) plane tap by tap, each tap a stride-1 window whose valid output
-// rows/columns are computed up front (`ConvolutionPlan.TapWindow`). A strided plane is first split into its
-// stride² phase planes (rows ih ≡ a mod sH, columns iw ≡ b mod sW), in which a strided tap is a stride-1
-// window. Where the window's source is as wide as the output (the "same" stride-1 convolution, DCGAN's
-// 4×4 stride-2 ones) a tap's rows are one contiguous copy whose padding columns are zeroed afterwards.
+// im2col and col2im are fixed permutations of each (element, channel) plane, computed once per shape as
+// index tables (`ConvolutionPlan.tapOffsets`, `ConvolutionPlan.SumTable`) and applied with the processor's
+// gather instructions (CVectorMath's gather.c): any stride, padding and dilation alike, no zero fill of the
+// column matrix or of dx beforehand. col2im is written as a gather too (each input element sums its at most
+// ⌈kH/sH⌉·⌈kW/sW⌉ column entries), so it writes dx once.
 // `referenceConv2D…` below are the direct loops (Double accumulation) the fast path is tested against
 // (Tests/OpalCPUTests/ConvTests.swift).
 
@@ -127,6 +128,8 @@ extension CPUBackend {
         let (mg, k, p) = (d.outputChannelsPerGroup, plan.depth, plan.positions)
         let gatheredCount = plan.batchesGEMMs ? mg * p * plan.chunk : 0
         let gathered = cache.buffer(count: plan.workers * gatheredCount)
+        // The table of a full chunk (a shorter last chunk builds its own).
+        let table = plan.needsColumns ? plan.sumTable(count: plan.chunk) : nil
         forEachChunk(plan, batch: d.batch) { first, count, worker in
             let col = columns.floats + worker * plan.columnCount
             let pitch = count * p
@@ -138,7 +141,8 @@ extension CPUBackend {
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blasint(k), blasint(pitch), blasint(mg), 1,
                                 w + g * mg * k, blasint(k), a, blasint(pitch), 0, col + g * k * pitch, blasint(pitch))
                 }
-                col2im(col, dx, d, plan, first: first, count: count)
+                col2im(col, dx, d, plan, table: count == plan.chunk ? table! : plan.sumTable(count: count),
+                       first: first, count: count)
                 return
             }
             for j in 0..<count {
@@ -152,7 +156,10 @@ extension CPUBackend {
                                 0, target, blasint(ldc))
                 }
             }
-            if plan.needsColumns { col2im(col, dx, d, plan, first: first, count: count) }
+            if plan.needsColumns {
+                col2im(col, dx, d, plan, table: count == plan.chunk ? table! : plan.sumTable(count: count),
+                       first: first, count: count)
+            }
         }
     }
 
@@ -266,31 +273,34 @@ extension CPUBackend {
     /// col[(ci·kH + kh)·kW + kw, j·P + oh·oW + ow] = x[first + j, ci, ih, iw] (0 outside the input) for j < count.
     private func im2col(_ x: UnsafeMutablePointer<Float>, _ col: UnsafeMutablePointer<Float>, _ d: Conv2DDescriptor,
                         _ plan: ConvolutionPlan, first: Int, count: Int) {
-        let (planeSize, p, taps) = (d.inputHeight * d.inputWidth, plan.positions, d.kernelHeight * d.kernelWidth)
-        let pitch = count * p
-        forEachPlane(plan, count: count * d.inputChannels, workPerPlane: taps * p) { start, end in
-            plan.withPhaseScratch { phases in
-                for plane in start..<end {
-                    let (j, c) = plane.quotientAndRemainder(dividingBy: d.inputChannels)
-                    im2colPlane(x + ((first + j) * d.inputChannels + c) * planeSize, col + c * taps * pitch + j * p,
-                                pitch: pitch, phases: phases, d, plan)
-                }
+        let (planeSize, taps) = (d.inputHeight * d.inputWidth, d.kernelHeight * d.kernelWidth)
+        let source = x + first * d.inputChannels * planeSize
+        var geometry = plan.geometry
+        plan.tapOffsets.withUnsafeBufferPointer { offsets in
+            forEachPlane(plan, count: count * d.inputChannels, workPerPlane: taps * plan.positions) { start, end in
+                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: planeSize)
+                defer { scratch.deallocate() }
+                opal_im2col(source, &geometry, offsets.baseAddress, d.inputChannels, start, end, col,
+                            count * plan.positions, scratch)
             }
         }
     }
 
-    /// The adjoint of `im2col`: dx[first + j, ci, ih, iw] = Σ of the col entries that im2col copied from there.
+    /// The adjoint of `im2col`: dx[first + j, ci, ih, iw] = Σ of the col entries that im2col copied from there
+    /// (each element of dx written once, from `ConvolutionPlan.SumTable`).
     private func col2im(_ col: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ d: Conv2DDescriptor,
-                        _ plan: ConvolutionPlan, first: Int, count: Int) {
-        let (planeSize, p, taps) = (d.inputHeight * d.inputWidth, plan.positions, d.kernelHeight * d.kernelWidth)
-        let pitch = count * p
-        forEachPlane(plan, count: count * d.inputChannels, workPerPlane: taps * p) { start, end in
-            plan.withPhaseScratch { phases in
-                for plane in start..<end {
-                    let (j, c) = plane.quotientAndRemainder(dividingBy: d.inputChannels)
-                    col2imPlane(col + c * taps * pitch + j * p, dx + ((first + j) * d.inputChannels + c) * planeSize,
-                                pitch: pitch, phases: phases, d, plan)
-                }
+                        _ plan: ConvolutionPlan, table: ConvolutionPlan.SumTable, first: Int, count: Int) {
+        let (planeSize, taps) = (d.inputHeight * d.inputWidth, d.kernelHeight * d.kernelWidth)
+        let pitch = count * plan.positions
+        precondition(table.pitch == pitch, "col2im: sum table built for pitch \(table.pitch), used at \(pitch)")
+        let target = dx + first * d.inputChannels * planeSize
+        var geometry = plan.geometry
+        table.entries.withUnsafeBufferPointer { entries in
+            forEachPlane(plan, count: count * d.inputChannels, workPerPlane: taps * plan.positions) { start, end in
+                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: planeSize)
+                defer { scratch.deallocate() }
+                opal_col2im(col, entries.baseAddress, table.slots, &geometry, d.inputChannels, start, end, target,
+                            pitch, scratch)
             }
         }
     }
@@ -313,108 +323,6 @@ extension CPUBackend {
             body(0, count * mg)
         }
     }
-}
-
-/// im2col of one input plane: rows[(kh·kW + kw)·pitch + oh·oW + ow] = plane[ih, iw], 0 outside the plane.
-/// A strided plane is first split into its phase planes (`ConvolutionPlan.TapWindow`), after which every
-/// tap is a stride-1 window copy: one block copy when the source is as wide as the output.
-@inline(__always)
-private func im2colPlane(_ plane: UnsafeMutablePointer<Float>, _ rows: UnsafeMutablePointer<Float>, pitch: Int,
-                         phases: UnsafeMutablePointer<Float>, _ d: Conv2DDescriptor, _ plan: ConvolutionPlan) {
-    let source: UnsafeMutablePointer<Float>
-    if plan.isStrided {
-        plan.splitPhases(plane, into: phases)
-        source = phases
-    } else {
-        source = plane
-    }
-    let (outputHeight, outputWidth) = (d.outputHeight, d.outputWidth)
-    for (tap, window) in plan.windows.enumerated() {
-        let target = rows + tap * pitch
-        let (r0, r1, c0, c1) = (window.rows.lowerBound, window.rows.upperBound,
-                                window.columns.lowerBound, window.columns.upperBound)
-        guard r0 < r1, c0 < c1 else {
-            target.update(repeating: 0, count: outputHeight * outputWidth)
-            continue
-        }
-        let from = source + window.source + window.shift
-        if r0 > 0 { target.update(repeating: 0, count: r0 * outputWidth) }
-        if r1 < outputHeight { (target + r1 * outputWidth).update(repeating: 0, count: (outputHeight - r1) * outputWidth) }
-        if window.sourceWidth == outputWidth {
-            // Output position t reads from[t] on every valid row: one block copy, then the padding columns.
-            let (start, end) = (r0 * outputWidth + c0, (r1 - 1) * outputWidth + c1)
-            (target + start).update(from: from + start, count: end - start)
-            zeroPaddingColumns(target, rows: r0..<r1, columns: c0..<c1, width: outputWidth)
-        } else {
-            for outputRow in r0..<r1 {
-                let line = target + outputRow * outputWidth
-                let read = from + outputRow * window.sourceWidth
-                var o = 0
-                while o < c0 { line[o] = 0; o += 1 }
-                (line + c0).update(from: read + c0, count: c1 - c0)
-                o = c1
-                while o < outputWidth { line[o] = 0; o += 1 }
-            }
-        }
-    }
-}
-
-/// col2im of one input plane (the adjoint of `im2colPlane`): adds every column entry back where im2col
-/// copied it from, window by window into the plane (stride 1) or into zeroed phase planes that are then
-/// interleaved into it (strided; every element of the plane belongs to exactly one phase). Where a window's
-/// source is as wide as the output, the column matrix's padding entries are zeroed (`rows` is scratch) so
-/// that the tap is one long add.
-@inline(__always)
-private func col2imPlane(_ rows: UnsafeMutablePointer<Float>, _ plane: UnsafeMutablePointer<Float>, pitch: Int,
-                         phases: UnsafeMutablePointer<Float>, _ d: Conv2DDescriptor, _ plan: ConvolutionPlan) {
-    let target = plan.isStrided ? phases : plane
-    target.update(repeating: 0, count: d.inputHeight * d.inputWidth)
-    let outputWidth = d.outputWidth
-    for (tap, window) in plan.windows.enumerated() {
-        let (r0, r1, c0, c1) = (window.rows.lowerBound, window.rows.upperBound,
-                                window.columns.lowerBound, window.columns.upperBound)
-        guard r0 < r1, c0 < c1 else { continue }
-        let source = rows + tap * pitch
-        let into = target + window.source + window.shift
-        if window.sourceWidth == outputWidth {
-            zeroPaddingColumns(source, rows: r0..<r1, columns: c0..<c1, width: outputWidth)
-            let (start, end) = (r0 * outputWidth + c0, (r1 - 1) * outputWidth + c1)
-            addRows(source + start, into + start, count: end - start)
-        } else {
-            for outputRow in r0..<r1 {
-                addRows(source + outputRow * outputWidth + c0, into + outputRow * window.sourceWidth + c0,
-                        count: c1 - c0)
-            }
-        }
-    }
-    if plan.isStrided { plan.mergePhases(phases, into: plane) }
-}
-
-/// Zeroes the columns outside `columns` on the rows `rows` of a [·, width] tap row of the column matrix (the
-/// padding columns that a tap's one block copy or add passes over).
-@inline(__always)
-private func zeroPaddingColumns(_ tap: UnsafeMutablePointer<Float>, rows: Range<Int>, columns: Range<Int>, width: Int) {
-    guard columns.lowerBound > 0 || columns.upperBound < width else { return }
-    for row in rows {
-        let line = tap + row * width
-        var o = 0
-        while o < columns.lowerBound { line[o] = 0; o += 1 }
-        o = columns.upperBound
-        while o < width { line[o] = 0; o += 1 }
-    }
-}
-
-/// `target[i] += source[i]` for i < count (the two never overlap: one is scratch, the other dx).
-@inline(__always)
-private func addRows(_ source: UnsafeMutablePointer<Float>, _ target: UnsafeMutablePointer<Float>, count: Int) {
-    var i = 0
-    while i + 8 <= count {
-        let sum = UnsafeRawPointer(target + i).loadUnaligned(as: SIMD8<Float>.self)
-            + UnsafeRawPointer(source + i).loadUnaligned(as: SIMD8<Float>.self)
-        UnsafeMutableRawPointer(target + i).storeBytes(of: sum, as: SIMD8<Float>.self)
-        i += 8
-    }
-    while i < count { target[i] += source[i]; i += 1 }
 }
 
 /// How the CPU fast path splits a convolution: how many batch-split workers, batch chunks of `chunk`
@@ -445,35 +353,19 @@ struct ConvolutionPlan {
     static let batchedPositions = 512
     /// Column-matrix elements of one worker.
     let columnCount: Int
-    /// A stride above 1 on either axis: im2col reads phase planes instead of the input plane.
-    let isStrided: Bool
-    /// Where each tap (kh·kW + kw) reads: see `TapWindow`.
-    let windows: [TapWindow]
-    /// Phase plane extents along each axis (index a < sH: rows ih ≡ a mod sH), and their offsets in the
-    /// phase scratch, phase (a, b) at phaseOffsets[a·sW + b].
-    private let phaseHeights: [Int]
-    private let phaseWidths: [Int]
-    private let phaseOffsets: [Int]
-    private let inputHeight: Int, inputWidth: Int, strideHeight: Int, strideWidth: Int
+    /// im2col's source offsets, [taps, P] (tap = kh·kW + kw): the input-plane offset ih·W + iw that
+    /// output position t = oh·oW + ow reads through that tap, or −1 where (ih, iw) is padding.
+    let tapOffsets: [Int32]
+    private let inputPlane: Int, taps: Int
+    /// The descriptor's plane geometry for CVectorMath's im2col.
+    let geometry: opal_conv_geometry
 
-    /// Every tap's window is as wide as the output ("same" stride-1 convolutions, and stride-s ones whose
-    /// output is the input's width / s): each tap's valid rows are one contiguous run of its source.
-    var contiguousRows: Bool { windows.allSatisfy { $0.sourceWidth == outputWidth } }
-    private let outputWidth: Int
-
-    /// One tap of the kernel as a stride-1 window. With stride s, input row ih = oh·s + r (r = kh·dH − pH)
-    /// lies in phase a = r mod s at phase row oh + ⌊r / s⌋, so the tap reads
-    ///   col[tap, oh·oW + ow] = source[(oh·Ws + ow) + shift]   for oh ∈ rows, ow ∈ columns (0 elsewhere)
-    /// where source is the phase plane (a, b) (the input plane itself at stride 1), Ws its width and
-    /// shift = ⌊r_h / sH⌋·Ws + ⌊r_w / sW⌋. The same holds for any dilation.
-    struct TapWindow {
-        /// Offset of the source phase plane in the phase scratch (0 at stride 1: the plane itself).
-        let source: Int
-        let sourceWidth: Int
-        let shift: Int
-        /// The output rows and columns whose source element lies inside the (phase) plane.
-        let rows: Range<Int>
-        let columns: Range<Int>
+    /// col2im's table for one pitch (nb·P) of the column matrix: entries[s·HW + i] is the column entry
+    /// (tap·pitch + t) that is input element i's s-th term, or −1; `slots` is the most terms any element has.
+    struct SumTable {
+        let pitch: Int
+        let slots: Int
+        let entries: [Int32]
     }
 
     /// - Parameters:
@@ -505,74 +397,48 @@ struct ConvolutionPlan {
         guard [depth, positions * chunk, d.outputChannelsPerGroup].allSatisfy({ $0 <= Int(Int32.max) }) else {
             throw TensorError.invalidArgument(op: op, reason: "\(d): a GEMM extent exceeds the 32-bit range of BLAS")
         }
-        (inputHeight, inputWidth, strideHeight, strideWidth) = (d.inputHeight, d.inputWidth, d.strideHeight, d.strideWidth)
-        outputWidth = d.outputWidth
-        isStrided = d.strideHeight > 1 || d.strideWidth > 1
-        // Phase a along an axis of extent n with stride s holds indices a, a + s, …: ⌈(n − a) / s⌉ of them.
-        let heights = (0..<d.strideHeight).map { max(0, (d.inputHeight - $0 + d.strideHeight - 1) / d.strideHeight) }
-        let widths = (0..<d.strideWidth).map { max(0, (d.inputWidth - $0 + d.strideWidth - 1) / d.strideWidth) }
-        var offsets: [Int] = [], total = 0
-        for height in heights {
-            for width in widths { offsets.append(total); total += height * width }
-        }
-        (phaseHeights, phaseWidths, phaseOffsets) = (heights, widths, offsets)
-        // Along one axis, tap offset r = k·dilation − padding: (phase, shift within the phase, valid outputs).
-        func axis(_ r: Int, stride: Int, extents: [Int], output: Int) -> (phase: Int, shift: Int, valid: Range<Int>) {
-            let phase = ((r % stride) + stride) % stride
-            let shift = (r - phase) / stride
-            let extent = extents[phase]
-            // 0 ≤ o + shift < extent
-            let lower = min(max(0, -shift), output)
-            return (phase, shift, lower..<max(lower, min(output, extent - shift)))
-        }
-        var windows: [TapWindow] = []
+        (inputPlane, taps) = (d.inputHeight * d.inputWidth, d.kernelHeight * d.kernelWidth)
+        geometry = opal_conv_geometry(
+            height: d.inputHeight, width: d.inputWidth, outputHeight: d.outputHeight, outputWidth: d.outputWidth,
+            kernelHeight: d.kernelHeight, kernelWidth: d.kernelWidth, strideHeight: d.strideHeight,
+            strideWidth: d.strideWidth, paddingHeight: d.paddingHeight, paddingWidth: d.paddingWidth,
+            dilationHeight: d.dilationHeight, dilationWidth: d.dilationWidth)
+        guard needsColumns else { tapOffsets = []; return }
+        var offsets = [Int32](repeating: -1, count: taps * positions)
         for kh in 0..<d.kernelHeight {
-            let row = axis(kh * d.dilationHeight - d.paddingHeight, stride: d.strideHeight, extents: heights,
-                           output: d.outputHeight)
             for kw in 0..<d.kernelWidth {
-                let column = axis(kw * d.dilationWidth - d.paddingWidth, stride: d.strideWidth, extents: widths,
-                                  output: d.outputWidth)
-                let width = widths[column.phase]
-                windows.append(TapWindow(source: offsets[row.phase * d.strideWidth + column.phase], sourceWidth: width,
-                                         shift: row.shift * width + column.shift, rows: row.valid,
-                                         columns: column.valid))
-            }
-        }
-        self.windows = windows
-    }
-
-    /// Runs `body` with scratch for one plane's phases (unused, and empty, at stride 1).
-    @inline(__always)
-    func withPhaseScratch(_ body: (UnsafeMutablePointer<Float>) -> Void) {
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: isStrided ? inputHeight * inputWidth : 1)
-        defer { scratch.deallocate() }
-        body(scratch)
-    }
-
-    /// phase(a, b)[i, j] = plane[i·sH + a, j·sW + b].
-    func splitPhases(_ plane: UnsafeMutablePointer<Float>, into phases: UnsafeMutablePointer<Float>) {
-        for a in 0..<strideHeight {
-            for b in 0..<strideWidth {
-                let (phase, width) = (phases + phaseOffsets[a * strideWidth + b], phaseWidths[b])
-                for i in 0..<phaseHeights[a] {
-                    let (source, target) = (plane + (i * strideHeight + a) * inputWidth + b, phase + i * width)
-                    for j in 0..<width { target[j] = source[j * strideWidth] }
+                let row = (kh * d.kernelWidth + kw) * positions
+                for oh in 0..<d.outputHeight {
+                    let ih = oh * d.strideHeight - d.paddingHeight + kh * d.dilationHeight
+                    guard ih >= 0, ih < d.inputHeight else { continue }
+                    for ow in 0..<d.outputWidth {
+                        let iw = ow * d.strideWidth - d.paddingWidth + kw * d.dilationWidth
+                        guard iw >= 0, iw < d.inputWidth else { continue }
+                        offsets[row + oh * d.outputWidth + ow] = Int32(ih * d.inputWidth + iw)
+                    }
                 }
             }
         }
+        tapOffsets = offsets
     }
 
-    /// The inverse of `splitPhases`: plane[i·sH + a, j·sW + b] = phase(a, b)[i, j] (writes every element).
-    func mergePhases(_ phases: UnsafeMutablePointer<Float>, into plane: UnsafeMutablePointer<Float>) {
-        for a in 0..<strideHeight {
-            for b in 0..<strideWidth {
-                let (phase, width) = (phases + phaseOffsets[a * strideWidth + b], phaseWidths[b])
-                for i in 0..<phaseHeights[a] {
-                    let (source, target) = (phase + i * width, plane + (i * strideHeight + a) * inputWidth + b)
-                    for j in 0..<width { target[j * strideWidth] = source[j] }
-                }
+    /// The col2im table for a chunk of `count` batch elements (pitch count·P): `tapOffsets` inverted.
+    func sumTable(count: Int) -> SumTable {
+        let pitch = count * positions
+        var terms = [Int](repeating: 0, count: inputPlane)
+        for offset in tapOffsets where offset >= 0 { terms[Int(offset)] += 1 }
+        let slots = terms.max() ?? 0
+        var entries = [Int32](repeating: -1, count: slots * inputPlane)
+        terms = [Int](repeating: 0, count: inputPlane)
+        for tap in 0..<taps {
+            for t in 0..<positions {
+                let offset = Int(tapOffsets[tap * positions + t])
+                guard offset >= 0 else { continue }
+                entries[terms[offset] * inputPlane + offset] = Int32(tap * pitch + t)
+                terms[offset] += 1
             }
         }
+        return SumTable(pitch: pitch, slots: slots, entries: entries)
     }
 }
 

@@ -1,3 +1,4 @@
+import CVectorMath
 import Foundation
 import OpalCore
 import XCTest
@@ -47,6 +48,14 @@ final class ConvTests: CPUTestCase {
         Conv2DDescriptor(batch: 1, inputChannels: 2, inputHeight: 11, inputWidth: 13, outputChannels: 3,
                          kernelHeight: 3, kernelWidth: 2, strideHeight: 2, strideWidth: 2,
                          paddingHeight: 2, paddingWidth: 1, dilationHeight: 3, dilationWidth: 3),
+        // Contiguous shapes wider than the vector kernels' blocks: a 4×4 stride-2 layer on a 70-wide plane
+        // (three 32-float blocks per row when splitting into phases, 630 positions: 40 mask words per tap)
+        // and a "same" 3×3 on a 40-wide plane.
+        Conv2DDescriptor(batch: 2, inputChannels: 2, inputHeight: 37, inputWidth: 70, outputChannels: 3,
+                         kernelHeight: 4, kernelWidth: 4, strideHeight: 2, strideWidth: 2,
+                         paddingHeight: 1, paddingWidth: 1),
+        Conv2DDescriptor(batch: 2, inputChannels: 2, inputHeight: 9, inputWidth: 40, outputChannels: 3,
+                         kernelHeight: 3, kernelWidth: 3, paddingHeight: 1, paddingWidth: 1),
     ]
 
     static func magnitude(_ values: [Double]) -> Double { values.lazy.map(Swift.abs).max() ?? 0 }
@@ -84,6 +93,33 @@ final class ConvTests: CPUTestCase {
             let expected = CPUBackend.referenceConv2DBackwardWeight(x, dy, descriptor: d)
             let scale = CPUBackend.referenceConv2DBackwardWeight(x.map(abs), dy.map(abs), descriptor: d)
             try assertWithin(try read(dw), expected, scale: scale, "backward weight \(d)")
+        }
+    }
+
+    /// im2col and col2im have a scalar, an AVX2 (gathers) and an AVX-512 (contiguous windows) version in
+    /// CVectorMath; every version this processor has runs the grid's three passes against the references.
+    func testEveryVectorVersionMatchesReference() throws {
+        let supported = opal_gather_level()
+        defer { opal_gather_limit_level(supported) }
+        for level in 0...supported {
+            opal_gather_limit_level(level)
+            XCTAssertEqual(opal_gather_level(), level)
+            for d in ConvTests.grid {
+                let x = uniform(d.inputCount), w = uniform(d.weightCount), dy = uniform(d.outputCount)
+                let y = try poisoned(d.outputCount), dx = try poisoned(d.inputCount), dw = try poisoned(d.weightCount)
+                try backend.conv2D(try buffer(x), try buffer(w), nil, y, descriptor: d)
+                try backend.conv2DBackwardData(try buffer(dy), try buffer(w), dx, descriptor: d)
+                try backend.conv2DBackwardWeight(try buffer(x), try buffer(dy), dw, descriptor: d)
+                try assertWithin(try read(y), CPUBackend.referenceConv2D(x, w, nil, descriptor: d),
+                                 scale: CPUBackend.referenceConv2D(x.map(abs), w.map(abs), nil, descriptor: d),
+                                 "level \(level) forward \(d)")
+                try assertWithin(try read(dx), CPUBackend.referenceConv2DBackwardData(dy, w, descriptor: d),
+                                 scale: CPUBackend.referenceConv2DBackwardData(dy.map(abs), w.map(abs), descriptor: d),
+                                 "level \(level) backward data \(d)")
+                try assertWithin(try read(dw), CPUBackend.referenceConv2DBackwardWeight(x, dy, descriptor: d),
+                                 scale: CPUBackend.referenceConv2DBackwardWeight(x.map(abs), dy.map(abs), descriptor: d),
+                                 "level \(level) backward weight \(d)")
+            }
         }
     }
 
@@ -163,7 +199,6 @@ final class ConvTests: CPUTestCase {
                                  kernelHeight: 3, kernelWidth: 3, paddingHeight: 1, paddingWidth: 1)
         let plan = try ConvolutionPlan(d, op: "test", threads: 2)
         XCTAssertEqual(plan.workers, 2)
-        XCTAssertTrue(plan.contiguousRows)
         XCTAssertLessThanOrEqual(plan.columnCount, ConvolutionPlan.workerColumnElements)
         XCTAssertLessThanOrEqual(plan.chunk, 8)
         var single = d

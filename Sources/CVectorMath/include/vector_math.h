@@ -8,6 +8,7 @@
 // in the same arithmetic as the Swift reference it replaces (Sources/OpalCPU/Elementwise.swift).
 #ifndef OPAL_VECTOR_MATH_H
 #define OPAL_VECTOR_MATH_H
+#include "gather.h"
 
 #ifdef __cplusplus
 extern "C" {

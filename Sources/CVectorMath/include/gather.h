@@ -1,0 +1,48 @@
+// gather.h — the CPU convolution's column-matrix kernels (Sources/OpalCPU/Conv.swift): im2col and its adjoint
+// col2im. Both are fixed maps of each plane, with zero fill (im2col) or sums (col2im); Conv.swift computes
+// them once per shape as tables of 32-bit offsets (entries below 0 stand for padding: a zero, or no term),
+// which AVX2 gathers apply. With AVX-512, the common "contiguous" shapes skip the tables: whole windows of
+// the plane's phase planes are copied (im2col) or added (col2im) under precomputed masks. The version is
+// chosen on the first call (`opal_gather_level`); a scalar loop serves processors with neither.
+#ifndef OPAL_GATHER_H
+#define OPAL_GATHER_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// The geometry of a 2-D convolution over one plane (Conv2DDescriptor's fields).
+typedef struct {
+    long height, width, outputHeight, outputWidth, kernelHeight, kernelWidth;
+    long strideHeight, strideWidth, paddingHeight, paddingWidth, dilationHeight, dilationWidth;
+} opal_conv_geometry;
+
+/// im2col of the planes begin ..< end of x (plane p = j·channels + c: element j, channel c, H·W floats each):
+/// col[(c·kH·kW + kh·kW + kw)·pitch + j·P + oh·oW + ow] = x[p, ih, iw] with ih = oh·sH − pH + kh·dH,
+/// iw = ow·sW − pW + kw·dW, or 0 where (ih, iw) lies outside the plane (P = oH·oW, pitch ≥ elements·P).
+/// `offsets` is the same map as a table, [kH·kW, P] (ih·W + iw, −1 for padding). With AVX-512, where every
+/// phase plane (rows ih ≡ a mod sH, columns iw ≡ b mod sW; the plane itself at stride 1) is as wide as the
+/// output ("same" convolutions, DCGAN's 4×4 stride-2 ones), each plane is split into its phases in `scratch`
+/// (H·W floats) and each tap is one contiguous copy plus its padding zeros; elsewhere (AVX2, or AVX-512 on
+/// other shapes) the table is applied with gathers; without either, a scalar loop follows the geometry.
+void opal_im2col(const float *x, const opal_conv_geometry *g, const int *offsets, long channels, long begin,
+                 long end, float *col, long pitch, float *scratch);
+
+/// col2im, the adjoint of `opal_im2col` over the same planes: dx[p, i] = Σ_{s < slots} colₚ[table[s·H·W + i]]
+/// over the entries that are not negative, where colₚ = col + c·kH·kW·pitch + j·P and table lists, for each
+/// input element i, the column entries (tap·pitch + t) that im2col copied from it. Writes every element of
+/// dx's planes (no zeroing beforehand), with gathers where the processor has them; with AVX-512 on the shapes
+/// where `opal_im2col` copies contiguous windows (and sW ≤ 2), as its adjoint instead: masked adds of each
+/// tap's rows into phase planes in `scratch` (H·W floats), interleaved into dx after.
+void opal_col2im(const float *col, const int *table, long slots, const opal_conv_geometry *g, long channels,
+                 long begin, long end, float *dx, long pitch, float *scratch);
+
+/// The version in use: 2 AVX-512 (contiguous windows where the shape allows, AVX2 gathers elsewhere), 1 AVX2
+/// gathers, 0 scalar loops.
+int opal_gather_level(void);
+/// Caps the level (tests run every version on one machine); a level above what the processor has is lowered.
+void opal_gather_limit_level(int level);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
