@@ -30,7 +30,8 @@ let package = Package(
         .target(name: "OpalCore"),
         // The CPU backend's transcendental loops, compiled for AVX2 + FMA and for the baseline (chosen at run time).
         .target(name: "CVectorMath"),
-        .target(name: "OpalCPU", dependencies: ["OpalCore", "CBLAS", "CVectorMath"]),
+        .target(name: "CParallel"),
+        .target(name: "OpalCPU", dependencies: ["OpalCore", "CBLAS", "CVectorMath", "CParallel"]),
         .target(name: "OpalOpenCL", dependencies: ["OpalCore", "OpenCLKit", "CCLBlast", "COpenCL"],
                 plugins: ["EmbedKernels"]),
         .target(name: "Opal", dependencies: ["OpalCore", "OpalCPU", "OpalOpenCL", "OpenCLKit", "CZlib"],

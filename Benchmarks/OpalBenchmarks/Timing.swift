@@ -12,12 +12,18 @@ public struct Measurement: Sendable, Codable {
     /// "opencl-events" (device time between profiling markers) or "wall-clock".
     public var clock: String
 
-    init(samples: [Double], clock: String) {
+    public init(samples: [Double], clock: String) {
         let sorted = samples.sorted()
         func percentile(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int(p * Double(sorted.count - 1) + 0.5))] }
         medianMilliseconds = percentile(0.5); p10Milliseconds = percentile(0.1); p90Milliseconds = percentile(0.9)
         runs = sorted.count; self.clock = clock
     }
+}
+
+/// The median of `values` (the upper middle one for an even count, as `Measurement` takes it); 0 when empty.
+public func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
 }
 
 /// Times `body` on `device`: `warmup` untimed runs, then `runs` timed ones.

@@ -31,10 +31,14 @@ struct BenchTrainOptions: ParsableArguments {
     @Flag(help: "On OpenCL devices, also print the device time per kernel of one step (from profiling events).")
     var profile = false
 
+    @Option(help: "Rounds that alternate Opal's native-CPU step and PyTorch's (a shared machine's speed drifts over seconds): the CPU ratio is the median of the rounds' ratios.")
+    var rounds = 1
+
     func validate() throws {
         if let device { do { _ = try DeviceRequest(parsing: device) } catch { throw ValidationError("\(error)") } }
         if let runs, runs <= 0 { throw ValidationError("--runs must be positive, got \(runs)") }
         if let threads, threads <= 0 { throw ValidationError("--threads must be positive, got \(threads)") }
+        if rounds <= 0 { throw ValidationError("--rounds must be positive, got \(rounds)") }
     }
 }
 
@@ -139,6 +143,22 @@ struct TrainingStepReport {
         var pytorchNote: String
         /// Absent for R1 and R4 (the issue quotes no OpenCL peer for them).
         var quotedReferences: [QuotedReference]?
+        /// With `--rounds` above 1: each round's native-CPU and PyTorch medians and their ratio.
+        var rounds: [Round]?
+    }
+
+    /// One round of the alternating native-CPU / PyTorch comparison.
+    struct Round: Encodable {
+        var opalMilliseconds: Double
+        var pytorchMilliseconds: Double
+        var ratio: Double { opalMilliseconds / pytorchMilliseconds }
+        enum CodingKeys: String, CodingKey { case opalMilliseconds, pytorchMilliseconds, ratio }
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(opalMilliseconds, forKey: .opalMilliseconds)
+            try container.encode(pytorchMilliseconds, forKey: .pytorchMilliseconds)
+            try container.encode(ratio, forKey: .ratio)
+        }
     }
 
     func devices() throws -> [Device] {
@@ -159,18 +179,41 @@ struct TrainingStepReport {
             if !options.json { printError("\(name) on \(device.name)…") }
             results.append(try benchmark.run(on: device))
         }
-        let (pytorchMilliseconds, pytorchNote) = pytorch()
+        var (pytorchMilliseconds, pytorchNote) = pytorch()
+        // Further rounds alternate the native CPU and PyTorch; the CPU row then shows the medians.
+        var rounds: [Round] = []
+        if let first = pytorchMilliseconds, options.rounds > 1,
+           let index = results.firstIndex(where: { $0.device == "cpu" }) {
+            rounds.append(Round(opalMilliseconds: results[index].step.medianMilliseconds, pytorchMilliseconds: first))
+            let cpu = DeviceRegistry.shared.cpu
+            for round in 2...options.rounds {
+                if !options.json { printError("round \(round) of \(options.rounds): \(name) on cpu, then PyTorch…") }
+                let opal = try benchmark.run(on: cpu)
+                guard let torch = pytorch().0 else { break }
+                rounds.append(Round(opalMilliseconds: opal.step.medianMilliseconds, pytorchMilliseconds: torch))
+            }
+            // The CPU row: the median (and spread) of the rounds' medians, each of `runs` steps.
+            let runs = results[index].step.runs
+            results[index].step = Measurement(samples: rounds.map(\.opalMilliseconds), clock: results[index].step.clock)
+            results[index].step.runs = runs
+            let torchMedian = median(rounds.map(\.pytorchMilliseconds))
+            pytorchMilliseconds = torchMedian
+            pytorchNote += " in round 1; median of \(rounds.count) rounds \(format(torchMedian, 3)) ms"
+        }
         let quoted = quotedOpenCLReferences
         if options.json {
             return try printJSON(Report(workload: name, results: results, pytorchCPUMilliseconds: pytorchMilliseconds,
-                                        pytorchNote: pytorchNote, quotedReferences: quoted.isEmpty ? nil : quoted))
+                                        pytorchNote: pytorchNote, quotedReferences: quoted.isEmpty ? nil : quoted,
+                                        rounds: rounds.isEmpty ? nil : rounds))
         }
         let counts = Set(results.map(\.step.runs)).sorted().map(String.init).joined(separator: "/")
         print("\(name) training step: \(workload.summary) · median of \(counts) steps after warm-up")
         print(pad("device", 10) + pad("ms/step", 10) + pad("p10", 9) + pad("p90", 9) + pad("GFLOP/s", 10)
               + pad("waits/step", 12) + pad("vs PyTorch CPU", 16) + "  device")
+        let roundRatio = rounds.isEmpty ? nil : median(rounds.map(\.ratio))
         for result in results {
-            let ratio = pytorchMilliseconds.map { format(result.step.medianMilliseconds / $0) + "×" } ?? "-"
+            var ratio = pytorchMilliseconds.map { format(result.step.medianMilliseconds / $0) + "×" } ?? "-"
+            if result.device == "cpu", let roundRatio { ratio = format(roundRatio) + "×" }
             print(pad(result.device, 10) + pad(format(result.step.medianMilliseconds, 3), 10)
                   + pad(format(result.step.p10Milliseconds, 3), 9) + pad(format(result.step.p90Milliseconds, 3), 9)
                   + pad(format(result.gigaflopsPerSecond, 1), 10)
@@ -179,10 +222,15 @@ struct TrainingStepReport {
         }
         var goal = "goal on the native CPU: ≤ 0.8× PyTorch CPU"
         if let pytorchMilliseconds, let cpu = results.first(where: { $0.device == "cpu" }) {
-            let ratio = cpu.step.medianMilliseconds / pytorchMilliseconds
+            let ratio = roundRatio ?? cpu.step.medianMilliseconds / pytorchMilliseconds
             goal += ratio <= 0.8 ? " (met: \(format(ratio))×)" : " (not met: \(format(ratio))×)"
         }
         print("reference: \(pytorchNote) · \(goal)")
+        if !rounds.isEmpty {
+            print("rounds (native CPU ms / PyTorch ms = ratio; the CPU row shows the medians): "
+                  + rounds.map { "\(format($0.opalMilliseconds, 1)) / \(format($0.pytorchMilliseconds, 1)) = \(format($0.ratio))×" }
+                      .joined(separator: " · "))
+        }
         let quotedPyTorch = issuePyTorchMilliseconds
         print("issue #\(quotedPyTorch.issue) quotes PyTorch CPU (2 threads) at ≈ \(format(quotedPyTorch.milliseconds, 1)) ms for \(name) on this machine class")
         let openCL = results.filter { $0.device.hasPrefix("opencl") }

@@ -160,17 +160,12 @@ extension CPUBackend {
         openblas_set_num_threads(1)
         defer { openblas_set_num_threads(Int32(threadCount)) }
         let next = Atomic<Int>(0)
-        // Each item writes its own rows (or, backward, its own problem) and each worker its own scratch, and
-        // concurrentPerform returns only when all have finished, so handing the non-Sendable body (it
-        // captures raw pointers) to the workers is safe.
-        withoutActuallyEscaping(body) { body in
-            nonisolated(unsafe) let body = body
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                while true {
-                    let item = next.add(1, ordering: .relaxed).oldValue
-                    guard item < count else { return }
-                    body(item, worker)
-                }
+        // Each item writes its own rows (or, backward, its own problem) and each worker slot its own scratch.
+        parallelFor(iterations: workers, threads: workers) { worker in
+            while true {
+                let item = next.add(1, ordering: .relaxed).oldValue
+                guard item < count else { return }
+                body(item, worker)
             }
         }
     }

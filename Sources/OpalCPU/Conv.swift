@@ -241,18 +241,13 @@ extension CPUBackend {
         defer { openblas_set_num_threads(Int32(threadCount)) }
         let next = Atomic<Int>(0)
         let chunks = (batch + plan.chunk - 1) / plan.chunk
-        // The chunks write disjoint batch ranges, each worker its own scratch, and concurrentPerform returns
-        // only when all have finished, so handing the non-Sendable body (it captures raw pointers) to the
-        // workers is safe.
-        withoutActuallyEscaping(body) { body in
-            nonisolated(unsafe) let body = body
-            DispatchQueue.concurrentPerform(iterations: plan.workers) { worker in
-                while true {
-                    let index = next.add(1, ordering: .relaxed).oldValue
-                    guard index < chunks else { return }
-                    let first = index * plan.chunk
-                    body(first, min(plan.chunk, batch - first), worker)
-                }
+        // The chunks write disjoint batch ranges and each worker slot its own scratch.
+        parallelFor(iterations: plan.workers, threads: plan.workers) { worker in
+            while true {
+                let index = next.add(1, ordering: .relaxed).oldValue
+                guard index < chunks else { return }
+                let first = index * plan.chunk
+                body(first, min(plan.chunk, batch - first), worker)
             }
         }
     }

@@ -34,7 +34,7 @@ extension CPUBackend {
         let epsilon = Double(d.epsilon)
         if spatial == 1 {
             // Features ([batch, channels]): sums down the columns, vectorised across a band of channels.
-            parallelRanges(count: channels, minimumChunk: max(16, ParallelGrain.cheap / batch)) { start, end in
+            parallelRanges(count: channels, minimumChunk: max(16, ParallelGrain.normalisation / batch)) { start, end in
                 let width = end - start
                 let sums = UnsafeMutablePointer<Double>.allocate(capacity: 2 * width)
                 let scales = UnsafeMutablePointer<Float>.allocate(capacity: width)
@@ -59,7 +59,7 @@ extension CPUBackend {
             }
             return
         }
-        parallelRanges(count: channels, minimumChunk: max(1, ParallelGrain.cheap / max(1, batch * spatial))) { start, end in
+        parallelRanges(count: channels, minimumChunk: max(1, ParallelGrain.normalisation / max(1, batch * spatial))) { start, end in
             for c in start..<end {
                 let shift = x[c * spatial]
                 var sum = 0.0, sumOfSquares = 0.0
@@ -99,7 +99,7 @@ extension CPUBackend {
         let count = Double(batch * spatial)
         if spatial == 1 {
             // Features: as in the forward pass, column sums across a band of channels.
-            parallelRanges(count: channels, minimumChunk: max(16, ParallelGrain.cheap / batch)) { start, end in
+            parallelRanges(count: channels, minimumChunk: max(16, ParallelGrain.normalisation / batch)) { start, end in
                 let width = end - start
                 let sums = UnsafeMutablePointer<Double>.allocate(capacity: 2 * width)
                 let coefficients = UnsafeMutablePointer<Float>.allocate(capacity: 3 * width)
@@ -126,7 +126,7 @@ extension CPUBackend {
             }
             return
         }
-        parallelRanges(count: channels, minimumChunk: max(1, ParallelGrain.cheap / max(1, batch * spatial))) { start, end in
+        parallelRanges(count: channels, minimumChunk: max(1, ParallelGrain.normalisation / max(1, batch * spatial))) { start, end in
             for c in start..<end {
                 let channelMean = meanIn[c], invstd = invstdIn[c]
                 var sumDy = 0.0, sumDyCentered = 0.0
