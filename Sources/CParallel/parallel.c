@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #define MAX_WORKERS 63
-#define SPIN_CHECKS 2000   // each a check and a sched_yield: tens of µs before a worker sleeps
+#define SPIN_CHECKS 2000   // each a check and a pause: some tens of µs before a worker sleeps
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
@@ -45,7 +45,11 @@ static void *worker_main(void *argument) {
     for (;;) {
         long current = atomic_load_explicit(&generation, memory_order_acquire);
         for (int check = 0; current == seen && check < SPIN_CHECKS; check++) {
+#if defined(__x86_64__)
+            __builtin_ia32_pause();
+#else
             sched_yield();
+#endif
             current = atomic_load_explicit(&generation, memory_order_acquire);
         }
         if (current == seen) {

@@ -1,6 +1,6 @@
 // parallel.h — the CPU backend's thread pool (Sources/OpalCPU/CPUBackend.swift `parallelRanges`, the batch split
-// of Conv.swift). Its workers wait for the next parallel loop by spinning for a short while (about 50 µs,
-// yielding the core between checks) before they sleep, as OpenMP runtimes do: a training step runs hundreds of
+// of Conv.swift). Its workers wait for the next parallel loop by spinning for a short while (some tens of
+// µs of pause instructions) before they sleep, as OpenMP runtimes do: a training step runs hundreds of
 // short parallel loops, and waking a sleeping thread for each (as DispatchQueue.concurrentPerform does) left a
 // core idle for a good part of a DCGAN step on two cores.
 #ifndef OPAL_PARALLEL_H
