@@ -80,7 +80,7 @@ static inline tap_axis tap_along(long r, long s, long n, long outputs) {
 //   taps   rows[tap·pitch + t] = phases[source[tap] + t] where bit t mod 16 of masks[tap·chunks + t / 16] is set,
 //          else 0: one masked load and one store per 16 positions, the padding rows and columns coming out as
 //          the masked-off lanes' zeros.
-typedef struct {
+struct opal_conv_windows {
     long taps, positions, chunks;
     long *source;            // [taps]
     unsigned short *masks;   // [taps · chunks]
@@ -88,7 +88,8 @@ typedef struct {
     long lanes, blocks;      // split: floats per phase store, and blocks per input row
     long *phaseOffset;       // [sH · sW]
     long *phaseWidth;        // [sW]
-} contiguous_plan;
+};
+typedef struct opal_conv_windows contiguous_plan;
 
 static void contiguous_plan_free(contiguous_plan *plan) {
     free(plan->source); free(plan->masks); free(plan->phaseOffset); free(plan->phaseWidth);
@@ -286,27 +287,29 @@ __attribute__((target("avx2"))) static void gather_sums_avx2(const float *rows, 
     }
 }
 
-void opal_im2col(const float *x, const opal_conv_geometry *g, const int *offsets, long channels, long begin,
-                 long end, float *col, long pitch, float *scratch) {
+opal_conv_windows *opal_conv_windows_create(const opal_conv_geometry *g) {
+    if (opal_gather_level() < 2) return 0;
+    contiguous_plan *plan = calloc(1, sizeof(contiguous_plan));
+    if (plan && !contiguous_plan_make(g, plan)) { free(plan); plan = 0; }
+    return plan;
+}
+
+void opal_conv_windows_free(opal_conv_windows *windows) {
+    if (!windows) return;
+    contiguous_plan_free(windows);
+    free(windows);
+}
+
+void opal_im2col(const float *x, const opal_conv_geometry *g, const opal_conv_windows *windows, const int *offsets,
+                 long channels, long begin, long end, float *col, long pitch, float *scratch) {
     const long plane = g->height * g->width, positions = g->outputHeight * g->outputWidth;
     const long taps = g->kernelHeight * g->kernelWidth;
-    int level = opal_gather_level();
-    if (level == 2) {
-        contiguous_plan plan;
-        if (contiguous_plan_make(g, &plan)) {
-            for (long p = begin; p < end; p++) {
-                const long j = p / channels, c = p % channels;
-                im2col_contiguous_avx512(x + p * plane, g, &plan, col + c * taps * pitch + j * positions, pitch,
-                                         scratch);
-            }
-            contiguous_plan_free(&plan);
-            return;
-        }
-    }
+    const int level = opal_gather_level();
     for (long p = begin; p < end; p++) {
         const long j = p / channels, c = p % channels;
         float *rows = col + c * taps * pitch + j * positions;
-        if (level >= 1) gather_taps_avx2(x + p * plane, offsets, taps, positions, rows, pitch);
+        if (windows && level == 2) im2col_contiguous_avx512(x + p * plane, g, windows, rows, pitch, scratch);
+        else if (level >= 1) gather_taps_avx2(x + p * plane, offsets, taps, positions, rows, pitch);
         else im2col_plane_scalar(x + p * plane, g, rows, pitch);
     }
 }
@@ -320,9 +323,11 @@ static void gather_sums(const float *rows, const int *table, long slots, long co
 #else
 int opal_gather_level(void) { return 0; }
 void opal_gather_limit_level(int level) { (void)level; }
-void opal_im2col(const float *x, const opal_conv_geometry *g, const int *offsets, long channels, long begin,
-                 long end, float *col, long pitch, float *scratch) {
-    (void)offsets; (void)scratch;
+opal_conv_windows *opal_conv_windows_create(const opal_conv_geometry *g) { (void)g; return 0; }
+void opal_conv_windows_free(opal_conv_windows *windows) { (void)windows; }
+void opal_im2col(const float *x, const opal_conv_geometry *g, const opal_conv_windows *windows, const int *offsets,
+                 long channels, long begin, long end, float *col, long pitch, float *scratch) {
+    (void)windows; (void)offsets; (void)scratch;
     const long plane = g->height * g->width, positions = g->outputHeight * g->outputWidth;
     const long taps = g->kernelHeight * g->kernelWidth;
     for (long p = begin; p < end; p++) {
@@ -334,22 +339,21 @@ static void gather_sums(const float *rows, const int *table, long slots, long co
 }
 #endif
 
-void opal_col2im(const float *col, const int *table, long slots, const opal_conv_geometry *g, long channels,
-                 long begin, long end, float *dx, long pitch, float *scratch) {
+void opal_col2im(const float *col, const opal_conv_windows *windows, const int *table, long slots,
+                 const opal_conv_geometry *g, long channels, long begin, long end, float *dx, long pitch,
+                 float *scratch) {
     const long plane = g->height * g->width, positions = g->outputHeight * g->outputWidth;
     const long taps = g->kernelHeight * g->kernelWidth;
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-    contiguous_plan plan;
-    if (opal_gather_level() == 2 && g->strideWidth <= 2 && contiguous_plan_make(g, &plan)) {
+    if (windows && opal_gather_level() == 2 && g->strideWidth <= 2) {
         for (long p = begin; p < end; p++) {
             const long j = p / channels, c = p % channels;
-            col2im_contiguous_avx512(col + c * taps * pitch + j * positions, g, &plan, pitch, dx + p * plane, scratch);
+            col2im_contiguous_avx512(col + c * taps * pitch + j * positions, g, windows, pitch, dx + p * plane, scratch);
         }
-        contiguous_plan_free(&plan);
         return;
     }
 #else
-    (void)scratch;
+    (void)windows; (void)scratch;
 #endif
     for (long p = begin; p < end; p++) {
         const long j = p / channels, c = p % channels;

@@ -275,7 +275,7 @@ extension CPUBackend {
             forEachPlane(plan, count: count * d.inputChannels, workPerPlane: taps * plan.positions) { start, end in
                 let scratch = UnsafeMutablePointer<Float>.allocate(capacity: planeSize)
                 defer { scratch.deallocate() }
-                opal_im2col(source, &geometry, offsets.baseAddress, d.inputChannels, start, end, col,
+                opal_im2col(source, &geometry, plan.windows?.pointer, offsets.baseAddress, d.inputChannels, start, end, col,
                             count * plan.positions, scratch)
             }
         }
@@ -294,7 +294,8 @@ extension CPUBackend {
             forEachPlane(plan, count: count * d.inputChannels, workPerPlane: taps * plan.positions) { start, end in
                 let scratch = UnsafeMutablePointer<Float>.allocate(capacity: planeSize)
                 defer { scratch.deallocate() }
-                opal_col2im(col, entries.baseAddress, table.slots, &geometry, d.inputChannels, start, end, target,
+                opal_col2im(col, plan.windows?.pointer, entries.baseAddress, table.slots, &geometry, d.inputChannels,
+                            start, end, target,
                             pitch, scratch)
             }
         }
@@ -350,8 +351,11 @@ struct ConvolutionPlan {
     let columnCount: Int
     /// im2col's source offsets, [taps, P] (tap = kh·kW + kw): the input-plane offset ih·W + iw that
     /// output position t = oh·oW + ow reads through that tap, or −1 where (ih, iw) is padding.
+    /// Empty where `windows` serve instead (both im2col and col2im).
     let tapOffsets: [Int32]
-    private let inputPlane: Int, taps: Int
+    /// CVectorMath's AVX-512 windows of a contiguous shape (nil elsewhere: the tables serve).
+    let windows: ConvolutionWindows?
+    private let inputPlane: Int, taps: Int, strideWidth: Int
     /// The descriptor's plane geometry for CVectorMath's im2col.
     let geometry: opal_conv_geometry
 
@@ -398,7 +402,10 @@ struct ConvolutionPlan {
             kernelHeight: d.kernelHeight, kernelWidth: d.kernelWidth, strideHeight: d.strideHeight,
             strideWidth: d.strideWidth, paddingHeight: d.paddingHeight, paddingWidth: d.paddingWidth,
             dilationHeight: d.dilationHeight, dilationWidth: d.dilationWidth)
-        guard needsColumns else { tapOffsets = []; return }
+        strideWidth = d.strideWidth
+        windows = needsColumns ? ConvolutionWindows(geometry) : nil
+        // The tables serve im2col where there are no windows, and col2im also where sW > 2.
+        guard needsColumns, windows == nil || d.strideWidth > 2 else { tapOffsets = []; return }
         var offsets = [Int32](repeating: -1, count: taps * positions)
         for kh in 0..<d.kernelHeight {
             for kw in 0..<d.kernelWidth {
@@ -417,9 +424,11 @@ struct ConvolutionPlan {
         tapOffsets = offsets
     }
 
-    /// The col2im table for a chunk of `count` batch elements (pitch count·P): `tapOffsets` inverted.
+    /// The col2im table for a chunk of `count` batch elements (pitch count·P): `tapOffsets` inverted (empty
+    /// where the windows serve col2im).
     func sumTable(count: Int) -> SumTable {
         let pitch = count * positions
+        if windows != nil && strideWidth <= 2 { return SumTable(pitch: pitch, slots: 0, entries: []) }
         var terms = [Int](repeating: 0, count: inputPlane)
         for offset in tapOffsets where offset >= 0 { terms[Int(offset)] += 1 }
         let slots = terms.max() ?? 0
@@ -435,6 +444,17 @@ struct ConvolutionPlan {
         }
         return SumTable(pitch: pitch, slots: slots, entries: entries)
     }
+}
+
+/// Owns CVectorMath's windows of one convolution shape (built once per call, freed with it).
+final class ConvolutionWindows {
+    let pointer: OpaquePointer
+    init?(_ geometry: opal_conv_geometry) {
+        var geometry = geometry
+        guard let pointer = opal_conv_windows_create(&geometry) else { return nil }
+        self.pointer = pointer
+    }
+    deinit { opal_conv_windows_free(pointer) }
 }
 
 // MARK: - Reference
