@@ -4,6 +4,11 @@
 // "contiguous" shapes that copy and add whole windows of phase planes under precomputed masks instead.
 #include "gather.h"
 #include <stdlib.h>
+#include <string.h>
+
+// Planes of at least this many output positions copy each tap's window with one memcpy (see
+// im2col_contiguous_avx512); smaller ones in masked 16-float steps, which skip the per-row fix-up.
+#define BLOCK_POSITIONS 1024
 
 static inline __attribute__((always_inline)) void im2col_plane_scalar(const float *plane,
                                                                      const opal_conv_geometry *g, float *rows,
@@ -81,8 +86,10 @@ static inline tap_axis tap_along(long r, long s, long n, long outputs) {
 //          else 0: one masked load and one store per 16 positions, the padding rows and columns coming out as
 //          the masked-off lanes' zeros.
 struct opal_conv_windows {
-    long taps, positions, chunks;
+    long taps, positions, chunks, outputWidth;
     long *source;            // [taps]
+    long *window;            // [taps · 4]: start, end (the run of positions from the first valid to the last
+                             // valid one) and lower, upper (the valid columns of each row)
     unsigned short *masks;   // [taps · chunks]
     int strided;
     long lanes, blocks;      // split: floats per phase store, and blocks per input row
@@ -92,7 +99,7 @@ struct opal_conv_windows {
 typedef struct opal_conv_windows contiguous_plan;
 
 static void contiguous_plan_free(contiguous_plan *plan) {
-    free(plan->source); free(plan->masks); free(plan->phaseOffset); free(plan->phaseWidth);
+    free(plan->source); free(plan->window); free(plan->masks); free(plan->phaseOffset); free(plan->phaseWidth);
 }
 
 // Fills `plan`; returns 0 when the shape is not contiguous (or memory ran out), and the caller gathers.
@@ -108,11 +115,13 @@ static int contiguous_plan_make(const opal_conv_geometry *g, contiguous_plan *pl
     plan->strided = sH > 1 || sW > 1;
     plan->lanes = 32 / sW < 16 ? 32 / sW : 16;
     plan->blocks = (g->width + plan->lanes * sW - 1) / (plan->lanes * sW);
+    plan->outputWidth = oW;
     plan->source = malloc(sizeof(long) * (size_t)plan->taps);
+    plan->window = calloc((size_t)(4 * plan->taps), sizeof(long));
     plan->masks = calloc((size_t)(plan->taps * plan->chunks), sizeof(unsigned short));
     plan->phaseOffset = malloc(sizeof(long) * (size_t)(sH * sW));
     plan->phaseWidth = malloc(sizeof(long) * (size_t)sW);
-    if (!plan->source || !plan->masks || !plan->phaseOffset || !plan->phaseWidth) {
+    if (!plan->source || !plan->window || !plan->masks || !plan->phaseOffset || !plan->phaseWidth) {
         contiguous_plan_free(plan);
         return 0;
     }
@@ -130,6 +139,10 @@ static int contiguous_plan_make(const opal_conv_geometry *g, contiguous_plan *pl
             const tap_axis x = tap_along(kw * g->dilationWidth - g->paddingWidth, sW, g->width, oW);
             const long tap = kh * g->kernelWidth + kw;
             plan->source[tap] = plan->phaseOffset[y.phase * sW + x.phase] + y.shift * oW + x.shift;
+            if (y.lower < y.upper && x.lower < x.upper) {
+                long *w = plan->window + 4 * tap;
+                w[0] = y.lower * oW + x.lower; w[1] = (y.upper - 1) * oW + x.upper; w[2] = x.lower; w[3] = x.upper;
+            }
             unsigned short *masks = plan->masks + tap * plan->chunks;
             for (long oh = y.lower; oh < y.upper; oh++) {
                 // Bits [oh·oW + x.lower, oh·oW + x.upper), a 16-bit word at a time.
@@ -176,6 +189,31 @@ __attribute__((target("avx512f"))) static void im2col_contiguous_avx512(const fl
         split_phases_avx512(plane, g, plan, scratch);
         phases = scratch;
     }
+    if (plan->positions >= BLOCK_POSITIONS) {
+        // Large planes: each tap's valid run is one memcpy (the C library's fastest copy), the rest of the
+        // row zeroed, and the padding columns inside the run zeroed after (masked stores).
+        const long oW = plan->outputWidth;
+        for (long tap = 0; tap < plan->taps; tap++) {
+            const long *w = plan->window + 4 * tap, start = w[0], end = w[1], lower = w[2], upper = w[3];
+            float *r = rows + tap * pitch;
+            memset(r, 0, sizeof(float) * (size_t)start);
+            memcpy(r + start, phases + plan->source[tap] + start, sizeof(float) * (size_t)(end - start));
+            memset(r + end, 0, sizeof(float) * (size_t)(plan->positions - end));
+            if (end > start && (lower > 0 || upper < oW)) {
+                for (long t = start - lower; t < end; t += oW) {
+                    for (long o = 0; o < lower; o += 16) {
+                        const long n = lower - o < 16 ? lower - o : 16;
+                        _mm512_mask_storeu_ps(r + t + o, (__mmask16)((1u << n) - 1), _mm512_setzero_ps());
+                    }
+                    for (long o = upper; o < oW; o += 16) {
+                        const long n = oW - o < 16 ? oW - o : 16;
+                        _mm512_mask_storeu_ps(r + t + o, (__mmask16)((1u << n) - 1), _mm512_setzero_ps());
+                    }
+                }
+            }
+        }
+        return;
+    }
     const long full = plan->positions / 16;
     const __mmask16 tail = (__mmask16)((1u << (plan->positions % 16)) - 1);
     for (long tap = 0; tap < plan->taps; tap++) {
@@ -212,6 +250,10 @@ __attribute__((target("avx512f"))) static void col2im_contiguous_avx512(const fl
         for (long q = 0; q < plan->chunks; q++) {
             const __mmask16 m = (__mmask16)masks[q];
             if (!m) continue;
+            if (m == 0xFFFF) {   // most of a large plane: no masks needed
+                _mm512_storeu_ps(target + 16 * q, _mm512_add_ps(_mm512_loadu_ps(target + 16 * q), _mm512_loadu_ps(r + 16 * q)));
+                continue;
+            }
             const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(m, target + 16 * q), _mm512_maskz_loadu_ps(m, r + 16 * q));
             _mm512_mask_storeu_ps(target + 16 * q, m, sum);
         }

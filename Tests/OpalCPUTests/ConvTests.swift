@@ -56,6 +56,12 @@ final class ConvTests: CPUTestCase {
                          paddingHeight: 1, paddingWidth: 1),
         Conv2DDescriptor(batch: 2, inputChannels: 2, inputHeight: 9, inputWidth: 40, outputChannels: 3,
                          kernelHeight: 3, kernelWidth: 3, paddingHeight: 1, paddingWidth: 1),
+        // Planes of 1024 positions or more, where the AVX-512 im2col copies each tap's run with memcpy.
+        Conv2DDescriptor(batch: 1, inputChannels: 2, inputHeight: 33, inputWidth: 40, outputChannels: 3,
+                         kernelHeight: 3, kernelWidth: 3, paddingHeight: 1, paddingWidth: 1),
+        Conv2DDescriptor(batch: 1, inputChannels: 2, inputHeight: 64, inputWidth: 70, outputChannels: 2,
+                         kernelHeight: 4, kernelWidth: 4, strideHeight: 2, strideWidth: 2,
+                         paddingHeight: 1, paddingWidth: 1),
     ]
 
     static func magnitude(_ values: [Double]) -> Double { values.lazy.map(Swift.abs).max() ?? 0 }
