@@ -147,6 +147,8 @@ enum ParallelGrain {
     /// Batch norm's passes each read the input twice or more (statistics, then normalisation; the
     /// gradient's sums, then dx): DCGAN's BatchNorm(128) over 64×128×7×7 ran on one core at 256 Ki.
     static let normalisation = 64 * 1024
+    /// Multiply-adds (m·n·k) from which a GEMM is split over the cores.
+    static let gemm = 1 << 20
 }
 
 /// Host memory of the CPU backend: `count` 4-byte elements, 64-byte aligned.

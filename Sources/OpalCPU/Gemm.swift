@@ -26,12 +26,35 @@ extension CPUBackend {
                 }
                 continue
             }
+            splitGemm(d, a: a + d.offsetA + index * d.strideA, b: b + d.offsetB + index * d.strideB, c: cBatch)
+        }
+    }
+
+    /// One GEMM of `d`'s batch: on several cores, the longer of C's two extents is split into one block per
+    /// core, each an OpenBLAS GEMM run single-threaded on CParallel's pool (OpenBLAS's own threads stay
+    /// asleep, so they never compete with the pool's spinning workers); one call where the product is small.
+    private func splitGemm(_ d: GemmDescriptor, a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>,
+                           c: UnsafeMutablePointer<Float>) {
+        let work = d.m * d.n * d.k
+        let parts = threadCount > 1 && work >= ParallelGrain.gemm ? min(threadCount, max(d.m, d.n) / 16) : 1
+        func run(_ rows: Range<Int>, _ columns: Range<Int>) {
+            // A's rows i: a + i·lda (or a + i with A transposed); B's columns j: b + j (or b + j·ldb).
+            let aStart = a + (d.transposeA ? rows.lowerBound : rows.lowerBound * d.lda)
+            let bStart = b + (d.transposeB ? columns.lowerBound * d.ldb : columns.lowerBound)
             cblas_sgemm(CblasRowMajor,
                         d.transposeA ? CblasTrans : CblasNoTrans, d.transposeB ? CblasTrans : CblasNoTrans,
-                        blasint(d.m), blasint(d.n), blasint(d.k), d.alpha,
-                        a + d.offsetA + index * d.strideA, blasint(d.lda),
-                        b + d.offsetB + index * d.strideB, blasint(d.ldb),
-                        d.beta, cBatch, blasint(d.ldc))
+                        blasint(rows.count), blasint(columns.count), blasint(d.k), d.alpha,
+                        aStart, blasint(d.lda), bStart, blasint(d.ldb),
+                        d.beta, c + rows.lowerBound * d.ldc + columns.lowerBound, blasint(d.ldc))
+        }
+        guard parts > 1 else { run(0..<d.m, 0..<d.n); return }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(threadCount)) }
+        let splitsRows = d.m >= d.n
+        let extent = splitsRows ? d.m : d.n
+        parallelFor(iterations: parts, threads: parts) { part in
+            let range = (part * extent / parts)..<((part + 1) * extent / parts)
+            if splitsRows { run(range, 0..<d.n) } else { run(0..<d.m, range) }
         }
     }
 

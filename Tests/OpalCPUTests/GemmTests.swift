@@ -20,7 +20,8 @@ final class GemmTests: CPUTestCase {
     }
 
     func testAllTransposesAwkwardSizes() throws {
-        for (m, n, k) in [(1, 1, 1), (7, 33, 5), (33, 7, 1000), (1, 1000, 7), (65, 129, 300)] {
+        // (65, 129, 300) and (200, 70, 90) pass `ParallelGrain.gemm`: C split into column and row blocks.
+        for (m, n, k) in [(1, 1, 1), (7, 33, 5), (33, 7, 1000), (1, 1000, 7), (65, 129, 300), (200, 70, 90)] {
             for transposeA in [false, true] {
                 for transposeB in [false, true] {
                     let d = GemmDescriptor(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k)
@@ -31,9 +32,11 @@ final class GemmTests: CPUTestCase {
     }
 
     func testAlphaBetaLeadingDimensionsOffsetsAndBatches() throws {
-        for transposeA in [false, true] {
-            for transposeB in [false, true] {
-                let (m, n, k) = (7, 33, 13)
+        // The larger two are split over the cores (rows of the 150×97 C, columns of the 90×150 one).
+        for ((m, n, k), transposeA, transposeB) in [(7, 33, 13), (150, 97, 80), (90, 150, 80)].flatMap({ size in
+            [(false, false), (false, true), (true, false), (true, true)].map { (size, $0.0, $0.1) }
+        }) {
+            do {
                 let d = GemmDescriptor(
                     transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
                     alpha: 0.7, beta: Bool.random(using: &random) ? 0 : -0.5,
