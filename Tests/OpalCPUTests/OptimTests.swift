@@ -81,8 +81,11 @@ final class OptimTests: CPUTestCase {
                     }
                 }
                 let name = "SGD momentum \(momentum) nesterov \(nesterov) size \(size)"
-                assertClose(try read(thetaBuffer), expectedTheta, "\(name): θ")
-                assertClose(try read(velocityBuffer), expectedVelocity, "\(name): velocity")
+                // v = μ·v + g + λθ (terms up to about 2) and θ − lr·(…) (θ up to 1) can cancel far below their
+                // terms: the Float rounding of the terms is judged against the terms' size, not the result's
+                // (a one-element case came out 1e-7 off a velocity of 0.0045; seed 14380465038600228569).
+                assertClose(try read(thetaBuffer), expectedTheta, magnitude: 1, "\(name): θ")
+                assertClose(try read(velocityBuffer), expectedVelocity, magnitude: 2, "\(name): velocity")
             }
         }
     }
