@@ -108,7 +108,7 @@ static int contiguous_plan_make(const opal_conv_geometry *g, contiguous_plan *pl
     for (long b = 0; b < sW; b++) {
         if (phase_extent(g->width, sW, b) != oW) return 0;
     }
-    if (sW > 32) return 0;
+    if (sW > 2) return 0;   // col2im's interleave handles sW ≤ 2; wider strides gather (both directions)
     plan->taps = g->kernelHeight * g->kernelWidth;
     plan->positions = oH * oW;
     plan->chunks = (plan->positions + 15) / 16;
@@ -387,7 +387,7 @@ void opal_col2im(const float *col, const opal_conv_windows *windows, const int *
     const long plane = g->height * g->width, positions = g->outputHeight * g->outputWidth;
     const long taps = g->kernelHeight * g->kernelWidth;
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-    if (windows && opal_gather_level() == 2 && g->strideWidth <= 2) {
+    if (windows && opal_gather_level() == 2) {
         for (long p = begin; p < end; p++) {
             const long j = p / channels, c = p % channels;
             col2im_contiguous_avx512(col + c * taps * pitch + j * positions, g, windows, pitch, dx + p * plane, scratch);

@@ -151,13 +151,10 @@ struct TrainingStepReport {
     struct Round: Encodable {
         var opalMilliseconds: Double
         var pytorchMilliseconds: Double
-        var ratio: Double { opalMilliseconds / pytorchMilliseconds }
-        enum CodingKeys: String, CodingKey { case opalMilliseconds, pytorchMilliseconds, ratio }
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(opalMilliseconds, forKey: .opalMilliseconds)
-            try container.encode(pytorchMilliseconds, forKey: .pytorchMilliseconds)
-            try container.encode(ratio, forKey: .ratio)
+        var ratio: Double
+        init(opalMilliseconds: Double, pytorchMilliseconds: Double) {
+            (self.opalMilliseconds, self.pytorchMilliseconds) = (opalMilliseconds, pytorchMilliseconds)
+            ratio = opalMilliseconds / pytorchMilliseconds
         }
     }
 

@@ -25,11 +25,12 @@ import Synchronization
 //     cores meet once at the end (backward weight then sums their partial dW). No NCHW scatter is needed.
 //   - one worker (batch too small to split evenly): chunks run in order, im2col/col2im/gather split over
 //     (element, channel) planes on all cores and OpenBLAS threaded.
-// im2col and col2im are fixed permutations of each (element, channel) plane, computed once per shape as
-// index tables (`ConvolutionPlan.tapOffsets`, `ConvolutionPlan.SumTable`) and applied with the processor's
-// gather instructions (CVectorMath's gather.c): any stride, padding and dilation alike, no zero fill of the
-// column matrix or of dx beforehand. col2im is written as a gather too (each input element sums its at most
-// ⌈kH/sH⌉·⌈kW/sW⌉ column entries), so it writes dx once.
+// im2col and col2im are C loops (CVectorMath's gather.c). With AVX-512, on shapes whose phase planes (rows
+// ih ≡ a mod sH, columns iw ≡ b mod sW) are as wide as the output and sW ≤ 2 ("same" convolutions, DCGAN's
+// 4×4 stride-2 ones), each tap is a masked copy (im2col) or masked add (col2im) of a contiguous window of
+// the phase planes (`ConvolutionWindows`, built once per call). Elsewhere index tables computed once per
+// call (`ConvolutionPlan.tapOffsets`, `ConvolutionPlan.SumTable`) are applied with AVX2 gathers, or a scalar
+// loop. Either way col2im writes each element of dx once (no zero fill beforehand).
 // `referenceConv2D…` below are the direct loops (Double accumulation) the fast path is tested against
 // (Tests/OpalCPUTests/ConvTests.swift).
 
@@ -268,15 +269,13 @@ extension CPUBackend {
     /// col[(ci·kH + kh)·kW + kw, j·P + oh·oW + ow] = x[first + j, ci, ih, iw] (0 outside the input) for j < count.
     private func im2col(_ x: UnsafeMutablePointer<Float>, _ col: UnsafeMutablePointer<Float>, _ d: Conv2DDescriptor,
                         _ plan: ConvolutionPlan, first: Int, count: Int) {
-        let (planeSize, taps) = (d.inputHeight * d.inputWidth, d.kernelHeight * d.kernelWidth)
+        let planeSize = d.inputHeight * d.inputWidth
         let source = x + first * d.inputChannels * planeSize
         var geometry = plan.geometry
         plan.tapOffsets.withUnsafeBufferPointer { offsets in
-            forEachPlane(plan, count: count * d.inputChannels, workPerPlane: taps * plan.positions) { start, end in
-                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: planeSize)
-                defer { scratch.deallocate() }
-                opal_im2col(source, &geometry, plan.windows?.pointer, offsets.baseAddress, d.inputChannels, start, end, col,
-                            count * plan.positions, scratch)
+            forEachPlaneRange(plan, count * d.inputChannels, d) { start, end, scratch in
+                opal_im2col(source, &geometry, plan.windows?.pointer, offsets.baseAddress, d.inputChannels, start, end,
+                            col, count * plan.positions, scratch)
             }
         }
     }
@@ -285,19 +284,28 @@ extension CPUBackend {
     /// (each element of dx written once, from `ConvolutionPlan.SumTable`).
     private func col2im(_ col: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ d: Conv2DDescriptor,
                         _ plan: ConvolutionPlan, table: ConvolutionPlan.SumTable, first: Int, count: Int) {
-        let (planeSize, taps) = (d.inputHeight * d.inputWidth, d.kernelHeight * d.kernelWidth)
+        let planeSize = d.inputHeight * d.inputWidth
         let pitch = count * plan.positions
         precondition(table.pitch == pitch, "col2im: sum table built for pitch \(table.pitch), used at \(pitch)")
         let target = dx + first * d.inputChannels * planeSize
         var geometry = plan.geometry
         table.entries.withUnsafeBufferPointer { entries in
-            forEachPlane(plan, count: count * d.inputChannels, workPerPlane: taps * plan.positions) { start, end in
-                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: planeSize)
-                defer { scratch.deallocate() }
+            forEachPlaneRange(plan, count * d.inputChannels, d) { start, end, scratch in
                 opal_col2im(col, plan.windows?.pointer, entries.baseAddress, table.slots, &geometry, d.inputChannels,
-                            start, end, target,
-                            pitch, scratch)
+                            start, end, target, pitch, scratch)
             }
+        }
+    }
+
+    /// Runs `body(start, end, scratch)` over ranges of `count` (element, channel) planes (`forEachPlane`),
+    /// each range with scratch for one input plane (the phase planes of CVectorMath's im2col/col2im).
+    private func forEachPlaneRange(_ plan: ConvolutionPlan, _ count: Int, _ d: Conv2DDescriptor,
+                                   _ body: (Int, Int, UnsafeMutablePointer<Float>) -> Void) {
+        let planeSize = d.inputHeight * d.inputWidth
+        forEachPlane(plan, count: count, workPerPlane: d.kernelHeight * d.kernelWidth * plan.positions) { start, end in
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: planeSize)
+            defer { scratch.deallocate() }
+            body(start, end, scratch)
         }
     }
 
@@ -322,7 +330,7 @@ extension CPUBackend {
 }
 
 /// How the CPU fast path splits a convolution: how many batch-split workers, batch chunks of `chunk`
-/// elements whose column matrix stays within budget, and the output rows/columns each tap can fill.
+/// elements whose column matrix stays within budget, and how im2col/col2im read each plane.
 struct ConvolutionPlan {
     /// Column-matrix budget with one worker: 8 Mi floats (32 MiB), large enough for one big GEMM per group
     /// on the usual layer sizes, small enough to stay in memory comfortably.
@@ -351,11 +359,11 @@ struct ConvolutionPlan {
     let columnCount: Int
     /// im2col's source offsets, [taps, P] (tap = kh·kW + kw): the input-plane offset ih·W + iw that
     /// output position t = oh·oW + ow reads through that tap, or −1 where (ih, iw) is padding.
-    /// Empty where `windows` serve instead (both im2col and col2im).
+    /// Empty where `windows` serve instead.
     let tapOffsets: [Int32]
     /// CVectorMath's AVX-512 windows of a contiguous shape (nil elsewhere: the tables serve).
     let windows: ConvolutionWindows?
-    private let inputPlane: Int, taps: Int, strideWidth: Int
+    private let inputPlane: Int, taps: Int
     /// The descriptor's plane geometry for CVectorMath's im2col.
     let geometry: opal_conv_geometry
 
@@ -402,10 +410,8 @@ struct ConvolutionPlan {
             kernelHeight: d.kernelHeight, kernelWidth: d.kernelWidth, strideHeight: d.strideHeight,
             strideWidth: d.strideWidth, paddingHeight: d.paddingHeight, paddingWidth: d.paddingWidth,
             dilationHeight: d.dilationHeight, dilationWidth: d.dilationWidth)
-        strideWidth = d.strideWidth
         windows = needsColumns ? ConvolutionWindows(geometry) : nil
-        // The tables serve im2col where there are no windows, and col2im also where sW > 2.
-        guard needsColumns, windows == nil || d.strideWidth > 2 else { tapOffsets = []; return }
+        guard needsColumns, windows == nil else { tapOffsets = []; return }
         var offsets = [Int32](repeating: -1, count: taps * positions)
         for kh in 0..<d.kernelHeight {
             for kw in 0..<d.kernelWidth {
@@ -428,7 +434,7 @@ struct ConvolutionPlan {
     /// where the windows serve col2im).
     func sumTable(count: Int) -> SumTable {
         let pitch = count * positions
-        if windows != nil && strideWidth <= 2 { return SumTable(pitch: pitch, slots: 0, entries: []) }
+        if windows != nil { return SumTable(pitch: pitch, slots: 0, entries: []) }
         var terms = [Int](repeating: 0, count: inputPlane)
         for offset in tapOffsets where offset >= 0 { terms[Int(offset)] += 1 }
         let slots = terms.max() ?? 0

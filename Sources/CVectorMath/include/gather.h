@@ -17,8 +17,8 @@ typedef struct {
 } opal_conv_geometry;
 
 /// The AVX-512 windows of a "contiguous" shape (see `opal_im2col`): per tap, where it reads in the phase
-/// planes and the masks of its valid positions. NULL where the shape is not contiguous or AVX-512 is not in
-/// use (then the offset tables are needed). Build once per convolution; free with `opal_conv_windows_free`.
+/// planes and the masks of its valid positions. NULL where the shape is not contiguous, its width stride is
+/// above 2, or AVX-512 is not in use (then the offset tables are needed). Build once per convolution; free with `opal_conv_windows_free`.
 typedef struct opal_conv_windows opal_conv_windows;
 opal_conv_windows *opal_conv_windows_create(const opal_conv_geometry *g);
 void opal_conv_windows_free(opal_conv_windows *windows);
@@ -26,8 +26,8 @@ void opal_conv_windows_free(opal_conv_windows *windows);
 /// im2col of the planes begin ..< end of x (plane p = j·channels + c: element j, channel c, H·W floats each):
 /// col[(c·kH·kW + kh·kW + kw)·pitch + j·P + oh·oW + ow] = x[p, ih, iw] with ih = oh·sH − pH + kh·dH,
 /// iw = ow·sW − pW + kw·dW, or 0 where (ih, iw) lies outside the plane (P = oH·oW, pitch ≥ elements·P).
-/// With `windows` (AVX-512, where every phase plane — rows ih ≡ a mod sH, columns iw ≡ b mod sW; the plane
-/// itself at stride 1 — is as wide as the output: "same" convolutions, DCGAN's 4×4 stride-2 ones), each
+/// With `windows` (AVX-512, sW ≤ 2, and every phase plane — rows ih ≡ a mod sH, columns iw ≡ b mod sW; the
+/// plane itself at stride 1 — as wide as the output: "same" convolutions, DCGAN's 4×4 stride-2 ones), each
 /// plane is split into its phases in `scratch` (H·W floats) and each tap is one masked copy of a contiguous
 /// window; otherwise `offsets`, the same map as a table, [kH·kW, P] (ih·W + iw, −1 for padding), is applied
 /// with AVX2 gathers, or a scalar loop follows the geometry on processors without AVX2.
@@ -37,8 +37,8 @@ void opal_im2col(const float *x, const opal_conv_geometry *g, const opal_conv_wi
 /// col2im, the adjoint of `opal_im2col` over the same planes: dx[p, i] = Σ_{s < slots} colₚ[table[s·H·W + i]]
 /// over the entries that are not negative, where colₚ = col + c·kH·kW·pitch + j·P and table lists, for each
 /// input element i, the column entries (tap·pitch + t) that im2col copied from it. Writes every element of
-/// dx's planes (no zeroing beforehand), with gathers where the processor has them; with `windows` (and
-/// sW ≤ 2) as the adjoint of the contiguous im2col instead: masked adds of each tap's rows into phase planes
+/// dx's planes (no zeroing beforehand), with gathers where the processor has them; with `windows` as the
+/// adjoint of the contiguous im2col instead: masked adds of each tap's rows into phase planes
 /// in `scratch` (H·W floats), interleaved into dx after (`table` may then be NULL).
 void opal_col2im(const float *col, const opal_conv_windows *windows, const int *table, long slots,
                  const opal_conv_geometry *g, long channels, long begin, long end, float *dx, long pitch,
