@@ -3,6 +3,7 @@
 // on AVX-512 machines too: 16-lane gathers were slower on the EPYC we measured); and AVX-512 versions for the
 // "contiguous" shapes that copy and add whole windows of phase planes under precomputed masks instead.
 #include "gather.h"
+#include "packed_gemm.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,7 +87,7 @@ static inline tap_axis tap_along(long r, long s, long n, long outputs) {
 //          else 0: one masked load and one store per 16 positions, the padding rows and columns coming out as
 //          the masked-off lanes' zeros.
 struct opal_conv_windows {
-    long taps, positions, chunks, outputWidth;
+    long taps, positions, chunks, outputWidth, planeSize;
     long *source;            // [taps]
     long *window;            // [taps · 4]: start, end (the run of positions from the first valid to the last
                              // valid one) and lower, upper (the valid columns of each row)
@@ -111,6 +112,7 @@ static int contiguous_plan_make(const opal_conv_geometry *g, contiguous_plan *pl
     if (sW > 2) return 0;   // col2im's interleave handles sW ≤ 2; wider strides gather (both directions)
     plan->taps = g->kernelHeight * g->kernelWidth;
     plan->positions = oH * oW;
+    plan->planeSize = g->height * g->width;
     plan->chunks = (plan->positions + 15) / 16;
     plan->strided = sH > 1 || sW > 1;
     plan->lanes = 32 / sW < 16 ? 32 / sW : 16;
@@ -162,8 +164,8 @@ __attribute__((target("avx512f"))) static void split_phases_avx512(const float *
     const long sH = g->strideHeight, sW = g->strideWidth, W = g->width, lanes = plan->lanes;
     const __m512i picks = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                              _mm512_set1_epi32((int)sW));
-    for (long row = 0; row < g->height; row++) {
-        const long a = row % sH, i = row / sH;
+    for (long row = 0, a = 0, i = 0; row < g->height; row++, a = a + 1 == sH ? 0 : a + 1, i += a == 0) {
+        // (a, i) = (row mod sH, row / sH), stepped without a division per row
         const float *line = plane + row * W;
         for (long q = 0; q < plan->blocks; q++) {
             const long first = q * lanes * sW, available = W - first < 32 ? W - first : 32;
@@ -232,37 +234,96 @@ __attribute__((target("avx512f"))) static void im2col_contiguous_avx512(const fl
     }
 }
 
-// The adjoint of im2col_contiguous_avx512 (sW ≤ 2): the phases (scratch, or dx itself at stride 1) zeroed, each
-// tap's rows added into its window under its masks, then the phases interleaved into dx, rows ih ≡ a mod sH
-// from phase row a and, at sW = 2, columns from phases b = 0, 1 by two permutes per 32 floats.
-__attribute__((target("avx512f"))) static void col2im_contiguous_avx512(const float *rows, const opal_conv_geometry *g,
-                                                                         const contiguous_plan *plan, long pitch,
-                                                                         float *dx, float *scratch) {
-    const long sH = g->strideHeight, sW = g->strideWidth, W = g->width, plane = g->height * W;
-    float *phases = plan->strided ? scratch : dx;
-    long i = 0;
-    for (; i + 16 <= plane; i += 16) _mm512_storeu_ps(phases + i, _mm512_setzero_ps());
-    if (i < plane) _mm512_mask_storeu_ps(phases + i, (__mmask16)((1u << (plane - i)) - 1), _mm512_setzero_ps());
-    for (long tap = 0; tap < plan->taps; tap++) {
-        float *target = phases + plan->source[tap];
-        const unsigned short *masks = plan->masks + tap * plan->chunks;
-        const float *r = rows + tap * pitch;
-        for (long q = 0; q < plan->chunks; q++) {
-            const __mmask16 m = (__mmask16)masks[q];
-            if (!m) continue;
-            if (m == 0xFFFF) {   // most of a large plane: no masks needed
-                _mm512_storeu_ps(target + 16 * q, _mm512_add_ps(_mm512_loadu_ps(target + 16 * q), _mm512_loadu_ps(r + 16 * q)));
-                continue;
+int opal_conv_windows_strided(const opal_conv_windows *windows) { return windows && windows->strided; }
+
+void opal_conv_split_phases(const float *x, const opal_conv_geometry *g, const opal_conv_windows *windows,
+                            long begin, long end, float *phases) {
+    const long plane = g->height * g->width;
+    for (long p = begin; p < end; p++) split_phases_avx512(x + p * plane, g, windows, phases + p * plane);
+}
+
+int opal_conv_windows_implicit(const opal_conv_windows *windows) { return windows && windows->taps <= 64; }
+
+// Bits t0 ..< t0 + length (length ≤ 32) of a tap's mask words (chunks of them, 16 bits each).
+static inline unsigned tap_bits(const unsigned short *masks, long chunks, long t0, long length) {
+    const long word = t0 / 16;
+    unsigned long long bits = 0;
+    for (long i = 0; i < 3 && word + i < chunks; i++) bits |= (unsigned long long)masks[word + i] << (16 * i);
+    return (unsigned)((bits >> (t0 % 16)) & ((1ull << length) - 1));
+}
+
+void opal_conv_tile_make(const opal_conv_columns *columns, long first, long count, opal_conv_tile *tile) {
+    const contiguous_plan *plan = columns->windows;
+    const long positions = plan->positions, taps = plan->taps;
+    tile->runs = 0;
+    tile->count = count;
+    for (long c = first; c < first + count; tile->runs++) {
+        const long element = c / positions, start = c % positions, at = c - first;
+        const long length = positions - start < first + count - c ? positions - start : first + count - c;
+        // Addressed from the tile's lane 0: lane at + i reads phases[… + start + i].
+        tile->offset[tile->runs] = element * columns->channels * plan->planeSize + start - at;
+        for (long tap = 0; tap < taps; tap++) {
+            tile->valid[tile->runs * taps + tap] = tap_bits(plan->masks + tap * plan->chunks, plan->chunks, start, length) << at;
+        }
+        c += length;
+    }
+}
+
+// Per row (channel c, tap): one merge-masked load per run and half tile puts the run's window of its
+// element's phases at its lanes of the row (lanes of padding positions stay 0); two plain stores write it.
+__attribute__((target("avx512f"))) void opal_conv_pack_columns(const opal_conv_columns *columns,
+                                                               const opal_conv_tile *tile, long rows, float *panel) {
+    const contiguous_plan *plan = columns->windows;
+    const long taps = plan->taps, plane = plan->planeSize;
+    for (long r = 0, channel = 0, tap = 0; r < rows; r++, tap = tap + 1 == taps ? 0 : tap + 1, channel += tap == 0) {
+        // (channel, tap) = (r / taps, r mod taps), stepped without a division per row
+        const float *source = columns->phases + channel * plane + plan->source[tap];
+        __m512 low = _mm512_setzero_ps(), high = _mm512_setzero_ps();
+        for (int s = 0; s < tile->runs; s++) {
+            const unsigned lanes = tile->valid[s * taps + tap];
+            low = _mm512_mask_loadu_ps(low, (__mmask16)(lanes & 0xFFFF), source + tile->offset[s]);
+            high = _mm512_mask_loadu_ps(high, (__mmask16)(lanes >> 16), source + tile->offset[s] + 16);
+        }
+        _mm512_storeu_ps(panel + r * OPAL_PACKED_COLUMNS, low);
+        _mm512_storeu_ps(panel + r * OPAL_PACKED_COLUMNS + 16, high);
+    }
+}
+
+// Per row (channel c, tap) and run: a masked add of the row's lanes into the run's window of the phases.
+__attribute__((target("avx512f"))) void opal_conv_add_columns(const opal_conv_columns *columns,
+                                                              const opal_conv_tile *tile, long row0, long rows,
+                                                              const float *values) {
+    const contiguous_plan *plan = columns->windows;
+    const long taps = plan->taps, plane = plan->planeSize;
+    for (long r = 0, channel = row0 / taps, tap = row0 % taps; r < rows;
+         r++, tap = tap + 1 == taps ? 0 : tap + 1, channel += tap == 0) {
+        float *target = columns->phases + channel * plane + plan->source[tap];
+        const __m512 low = _mm512_loadu_ps(values + r * OPAL_PACKED_COLUMNS);
+        const __m512 high = _mm512_loadu_ps(values + r * OPAL_PACKED_COLUMNS + 16);
+        for (int s = 0; s < tile->runs; s++) {
+            const unsigned lanes = tile->valid[s * taps + tap];
+            const __mmask16 lowLanes = (__mmask16)(lanes & 0xFFFF), highLanes = (__mmask16)(lanes >> 16);
+            float *at = target + tile->offset[s];
+            if (lowLanes) {
+                _mm512_mask_storeu_ps(at, lowLanes, _mm512_add_ps(_mm512_maskz_loadu_ps(lowLanes, at), low));
             }
-            const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(m, target + 16 * q), _mm512_maskz_loadu_ps(m, r + 16 * q));
-            _mm512_mask_storeu_ps(target + 16 * q, m, sum);
+            if (highLanes) {
+                _mm512_mask_storeu_ps(at + 16, highLanes,
+                                      _mm512_add_ps(_mm512_maskz_loadu_ps(highLanes, at + 16), high));
+            }
         }
     }
-    if (!plan->strided) return;
+}
+
+// Interleaves the phase planes back into the plane dx: rows ih ≡ a mod sH from phase row a and, at sW = 2,
+// columns from phases b = 0, 1 by two permutes per 32 floats.
+__attribute__((target("avx512f"))) static void merge_phases_avx512(const float *phases, const opal_conv_geometry *g,
+                                                                    const contiguous_plan *plan, float *dx) {
+    const long sH = g->strideHeight, sW = g->strideWidth, W = g->width;
     const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    for (long row = 0; row < g->height; row++) {
-        const long a = row % sH, ia = row / sH;
+    for (long row = 0, a = 0, ia = 0; row < g->height; row++, a = a + 1 == sH ? 0 : a + 1, ia += a == 0) {
+        // (a, ia) = (row mod sH, row / sH), stepped without a division per row
         float *line = dx + row * W;
         if (sW == 1) {
             const float *from = phases + plan->phaseOffset[a] + ia * W;
@@ -287,6 +348,41 @@ __attribute__((target("avx512f"))) static void col2im_contiguous_avx512(const fl
             _mm512_mask_storeu_ps(line + 32 * q + 16, (__mmask16)(bits >> 16), _mm512_permutex2var_ps(e, high, o));
         }
     }
+}
+
+void opal_conv_merge_phases(const float *phases, const opal_conv_geometry *g, const opal_conv_windows *windows,
+                            long begin, long end, float *x) {
+    const long plane = g->height * g->width;
+    for (long p = begin; p < end; p++) merge_phases_avx512(phases + p * plane, g, windows, x + p * plane);
+}
+
+// The adjoint of im2col_contiguous_avx512 (sW ≤ 2): the phases (scratch, or dx itself at stride 1) zeroed, each
+// tap's rows added into its window under its masks, then the phases interleaved into dx, rows ih ≡ a mod sH
+// from phase row a and, at sW = 2, columns from phases b = 0, 1 by two permutes per 32 floats.
+__attribute__((target("avx512f"))) static void col2im_contiguous_avx512(const float *rows, const opal_conv_geometry *g,
+                                                                         const contiguous_plan *plan, long pitch,
+                                                                         float *dx, float *scratch) {
+    const long plane = g->height * g->width;
+    float *phases = plan->strided ? scratch : dx;
+    long i = 0;
+    for (; i + 16 <= plane; i += 16) _mm512_storeu_ps(phases + i, _mm512_setzero_ps());
+    if (i < plane) _mm512_mask_storeu_ps(phases + i, (__mmask16)((1u << (plane - i)) - 1), _mm512_setzero_ps());
+    for (long tap = 0; tap < plan->taps; tap++) {
+        float *target = phases + plan->source[tap];
+        const unsigned short *masks = plan->masks + tap * plan->chunks;
+        const float *r = rows + tap * pitch;
+        for (long q = 0; q < plan->chunks; q++) {
+            const __mmask16 m = (__mmask16)masks[q];
+            if (!m) continue;
+            if (m == 0xFFFF) {   // most of a large plane: no masks needed
+                _mm512_storeu_ps(target + 16 * q, _mm512_add_ps(_mm512_loadu_ps(target + 16 * q), _mm512_loadu_ps(r + 16 * q)));
+                continue;
+            }
+            const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(m, target + 16 * q), _mm512_maskz_loadu_ps(m, r + 16 * q));
+            _mm512_mask_storeu_ps(target + 16 * q, m, sum);
+        }
+    }
+    if (plan->strided) merge_phases_avx512(phases, g, plan, dx);
 }
 
 // AVX2 has no mask registers: a lane mask is a vector whose sign bits select, and the tail is scalar.
@@ -364,6 +460,26 @@ static void gather_sums(const float *rows, const int *table, long slots, long co
 }
 #else
 int opal_gather_level(void) { return 0; }
+int opal_conv_windows_strided(const opal_conv_windows *windows) { (void)windows; return 0; }
+int opal_conv_windows_implicit(const opal_conv_windows *windows) { (void)windows; return 0; }
+void opal_conv_merge_phases(const float *phases, const opal_conv_geometry *g, const opal_conv_windows *windows,
+                            long begin, long end, float *x) {
+    (void)phases; (void)g; (void)windows; (void)begin; (void)end; (void)x;
+}
+void opal_conv_tile_make(const opal_conv_columns *columns, long first, long count, opal_conv_tile *tile) {
+    (void)columns; (void)first; (void)count; (void)tile;
+}
+void opal_conv_add_columns(const opal_conv_columns *columns, const opal_conv_tile *tile, long row0, long rows,
+                           const float *values) {
+    (void)columns; (void)tile; (void)row0; (void)rows; (void)values;
+}
+void opal_conv_split_phases(const float *x, const opal_conv_geometry *g, const opal_conv_windows *windows,
+                            long begin, long end, float *phases) {
+    (void)x; (void)g; (void)windows; (void)begin; (void)end; (void)phases;
+}
+void opal_conv_pack_columns(const opal_conv_columns *columns, const opal_conv_tile *tile, long rows, float *panel) {
+    (void)columns; (void)tile; (void)rows; (void)panel;
+}
 void opal_gather_limit_level(int level) { (void)level; }
 opal_conv_windows *opal_conv_windows_create(const opal_conv_geometry *g) { (void)g; return 0; }
 void opal_conv_windows_free(opal_conv_windows *windows) { (void)windows; }

@@ -58,14 +58,34 @@ extension CPUBackend {
         let w = try cpuBuffer(weight, op: "conv2D", elements: d.weightCount).floats
         let b = try bias.map { try cpuBuffer($0, op: "conv2D", elements: d.outputChannels).floats }
         let y = try cpuBuffer(output, op: "conv2D", elements: d.outputCount).floats
-        let columns = cache.buffer(count: plan.workers * plan.columnCount)
         let (mg, k, p) = (d.outputChannelsPerGroup, plan.depth, plan.positions)
-        let productCount = plan.batchesGEMMs ? mg * p * plan.chunk : 0
+        let packed = packedWeights(w, d, plan, m: mg, k: k, transposed: false)
+        if let packed, let windows = plan.windows?.pointer, opal_conv_windows_implicit(windows) != 0 {
+            implicitConv2D(x, y, b, d, plan, windows, packed)
+            return
+        }
+        let columns = cache.buffer(count: plan.workers * plan.columnCount)
+        let productCount = plan.batchesGEMMs && packed == nil ? mg * p * plan.chunk : 0
         let products = cache.buffer(count: plan.workers * productCount)
         forEachChunk(plan, batch: d.batch) { first, count, worker in
             let col = columns.floats + worker * plan.columnCount
             let pitch = count * p
             if plan.needsColumns { im2col(x, col, d, plan, first: first, count: count) }
+            if let packed {
+                // y_{chunk, g} [Mg, nb·P] = W_g · col_g (or x itself for a 1×1 kernel), stored straight into NCHW.
+                for g in 0..<d.groups {
+                    let source = plan.needsColumns ? Blocked.rows(col + g * k * pitch, width: pitch)
+                        : Blocked.planes(x + (first * d.inputChannels + g * d.inputChannelsPerGroup) * p, plane: p,
+                                         elementStride: d.inputChannels * p)
+                    let target = Blocked.planes(y + (first * d.outputChannels + g * mg) * p, plane: p,
+                                                elementStride: d.outputChannels * p)
+                    let a = packed.packed.floats + g * packed.perGroup
+                    packedGEMM(packed, plan, n: pitch, worker: worker) { begin, end, scratch in
+                        opal_packed_gemm(mg, pitch, k, a, source, target, b.map { $0 + g * mg }, 0, begin, end, scratch)
+                    }
+                }
+                return
+            }
             if plan.batchesGEMMs {
                 // Small planes: one GEMM over the chunk, y_g [Mg, nb·P] = W_g · col_g, then scattered into NCHW.
                 let product = products.floats + worker * productCount
@@ -127,13 +147,37 @@ extension CPUBackend {
         let dx = try cpuBuffer(gradInput, op: "conv2DBackwardData", elements: d.inputCount).floats
         let columns = cache.buffer(count: plan.workers * plan.columnCount)
         let (mg, k, p) = (d.outputChannelsPerGroup, plan.depth, plan.positions)
-        let gatheredCount = plan.batchesGEMMs ? mg * p * plan.chunk : 0
+        let packed = packedWeights(w, d, plan, m: k, k: mg, transposed: true)
+        if let packed, let windows = plan.windows?.pointer, opal_conv_windows_implicit(windows) != 0 {
+            implicitConv2DBackwardData(dy, dx, d, plan, windows, packed)
+            return
+        }
+        let gatheredCount = plan.batchesGEMMs && packed == nil ? mg * p * plan.chunk : 0
         let gathered = cache.buffer(count: plan.workers * gatheredCount)
         // The table of a full chunk (a shorter last chunk builds its own).
         let table = plan.needsColumns ? plan.sumTable(count: plan.chunk) : nil
         forEachChunk(plan, batch: d.batch) { first, count, worker in
             let col = columns.floats + worker * plan.columnCount
             let pitch = count * p
+            if let packed {
+                // col_g [K, nb·P] = W_gᵀ · dy_{chunk, g}, read straight from NCHW (a 1×1 kernel writes dx).
+                for g in 0..<d.groups {
+                    let source = Blocked.planes(dy + (first * d.outputChannels + g * mg) * p, plane: p,
+                                                elementStride: d.outputChannels * p)
+                    let target = plan.needsColumns ? Blocked.rows(col + g * k * pitch, width: pitch)
+                        : Blocked.planes(dx + (first * d.inputChannels + g * d.inputChannelsPerGroup) * p, plane: p,
+                                         elementStride: d.inputChannels * p)
+                    let a = packed.packed.floats + g * packed.perGroup
+                    packedGEMM(packed, plan, n: pitch, worker: worker) { begin, end, scratch in
+                        opal_packed_gemm(k, pitch, mg, a, source, target, nil, 0, begin, end, scratch)
+                    }
+                }
+                if plan.needsColumns {
+                    col2im(col, dx, d, plan, table: count == plan.chunk ? table! : plan.sumTable(count: count),
+                           first: first, count: count)
+                }
+                return
+            }
             if plan.batchesGEMMs {
                 // Small planes: dy gathered side by side [Mg, nb·P], then col_g = W_gᵀ · dyT in one GEMM.
                 let a = gathered.floats + worker * gatheredCount
@@ -261,6 +305,149 @@ extension CPUBackend {
             parallelRanges(count: count, minimumChunk: max(1, ParallelGrain.cheap / max(1, workPerPlane)), body)
         } else {
             body(0, count)
+        }
+    }
+
+    // MARK: Packed GEMM (CVectorMath's packed_gemm.c)
+
+    /// The weights of every group packed once per call for CVectorMath's GEMM, as A_g = W_g [Mg, K]
+    /// (forward) or W_gᵀ [K, Mg] (`transposed`, backward data), with per-thread scratch for B's panels;
+    /// nil where the packed GEMM is not available (no AVX-512): OpenBLAS serves instead.
+    private func packedWeights(_ w: UnsafeMutablePointer<Float>, _ d: Conv2DDescriptor, _ plan: ConvolutionPlan,
+                               m: Int, k: Int, transposed: Bool) -> PackedWeights? {
+        guard opal_packed_gemm_available() != 0 else { return nil }
+        let perGroup = opal_packed_a_count(m, k)
+        let panels = perGroup / (Int(OPAL_PACKED_ROWS) * max(k, 1))
+        let weights = PackedWeights(
+            packed: cache.buffer(count: d.groups * perGroup), perGroup: perGroup, m: m, k: k,
+            scratch: cache.buffer(count: max(plan.workers, threadCount) * k * Int(OPAL_PACKED_COLUMNS)))
+        let groupSize = d.outputChannelsPerGroup * plan.depth
+        let (rowStride, columnStride) = transposed ? (1, m) : (k, 1)
+        parallelRanges(count: d.groups * panels,
+                       minimumChunk: max(1, ParallelGrain.cheap / (Int(OPAL_PACKED_ROWS) * max(k, 1)))) { start, end in
+            for index in start..<end {
+                let (g, panel) = index.quotientAndRemainder(dividingBy: panels)
+                opal_pack_a(w + g * groupSize, rowStride, columnStride, m, k, panel, panel + 1,
+                            weights.packed.floats + g * perGroup)
+            }
+        }
+        return weights
+    }
+
+    /// Runs `gemm(tileBegin, tileEnd, scratch)`, one of CVectorMath's packed GEMMs over n columns: all its
+    /// column tiles in a batch-split worker, the tiles split over the cores with one worker.
+    private func packedGEMM(_ weights: PackedWeights, _ plan: ConvolutionPlan, n: Int, worker: Int,
+                            _ gemm: (Int, Int, UnsafeMutablePointer<Float>) -> Int32) {
+        let tiles = (n + Int(OPAL_PACKED_COLUMNS) - 1) / Int(OPAL_PACKED_COLUMNS)
+        let scratchCount = weights.k * Int(OPAL_PACKED_COLUMNS)
+        func run(_ begin: Int, _ end: Int, _ slot: Int) {
+            let done = gemm(begin, end, weights.scratch.floats + slot * scratchCount)
+            precondition(done == 1, "conv2D: the packed GEMM became unavailable during a call")
+        }
+        if plan.workers > 1 {
+            run(0, tiles, worker)
+            return
+        }
+        let threads = min(threadCount, max(1, weights.m * n * weights.k / ParallelGrain.gemm), tiles)
+        if threads <= 1 { run(0, tiles, 0); return }
+        parallelFor(iterations: threads, threads: threads) { slot in
+            run(slot * tiles / threads, (slot + 1) * tiles / threads, slot)
+        }
+    }
+
+    /// The forward pass as one implicit GEMM per group over the whole batch, y_g [Mg, N·P] = W_g · col_g, where
+    /// B's panels are packed straight from the (phase) planes of x: no column matrix, so no batch chunks
+    /// either. The column tiles go to the cores from a shared counter (a core slowed by another process
+    /// just takes fewer).
+    private func implicitConv2D(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                                _ bias: UnsafeMutablePointer<Float>?, _ d: Conv2DDescriptor, _ plan: ConvolutionPlan,
+                                _ windows: OpaquePointer, _ packed: PackedWeights) {
+        let planeSize = d.inputHeight * d.inputWidth, p = d.outputHeight * d.outputWidth
+        var planes = x
+        var phases: CPUBuffer?
+        if opal_conv_windows_strided(windows) != 0 {
+            let buffer = cache.buffer(count: d.inputCount)
+            var geometry = plan.geometry
+            parallelRanges(count: d.batch * d.inputChannels, minimumChunk: max(1, ParallelGrain.cheap / planeSize)) {
+                opal_conv_split_phases(x, &geometry, windows, $0, $1, buffer.floats)
+            }
+            (phases, planes) = (buffer, buffer.floats)
+        }
+        defer { withExtendedLifetime(phases) {} }
+        let n = d.batch * p
+        for g in 0..<d.groups {
+            var source = opal_conv_columns(windows: windows, phases: planes + g * d.inputChannelsPerGroup * planeSize,
+                                           channels: d.inputChannels)
+            let target = Blocked.planes(y + g * d.outputChannelsPerGroup * p, plane: p,
+                                        elementStride: d.outputChannels * p)
+            let a = packed.packed.floats + g * packed.perGroup
+            let groupBias = bias.map { $0 + g * d.outputChannelsPerGroup }
+            forEachTileRange(packed, n: n) { begin, end, scratch in
+                opal_packed_conv_gemm(packed.m, n, packed.k, a, &source, target, groupBias, 0, begin, end, scratch)
+            }
+        }
+    }
+
+    /// The backward data pass as implicit GEMMs whose products are summed straight into dx's phase planes
+    /// (col2im without the column matrix): per unit of batch elements, the phases zeroed, then for each group
+    /// the product W_gᵀ · dy_{unit, g} added into them, then merged into dx. The units (two per worker, so that
+    /// a worker slowed by another process takes fewer) go to the workers from a shared counter; each unit's
+    /// columns stay on one thread, as their sums meet.
+    private func implicitConv2DBackwardData(_ dy: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
+                                            _ d: Conv2DDescriptor, _ plan: ConvolutionPlan, _ windows: OpaquePointer,
+                                            _ packed: PackedWeights) {
+        let planeSize = d.inputHeight * d.inputWidth, p = d.outputHeight * d.outputWidth
+        let mg = d.outputChannelsPerGroup
+        let unit = plan.workers > 1 ? (d.batch + 2 * plan.workers - 1) / (2 * plan.workers) : d.batch
+        let units = (d.batch + unit - 1) / unit
+        let strided = opal_conv_windows_strided(windows) != 0
+        let phaseCount = strided ? unit * d.inputChannels * planeSize : 0
+        let phases = cache.buffer(count: plan.workers * phaseCount)
+        let scratchCount = packed.k * Int(OPAL_PACKED_COLUMNS)
+        var geometry = plan.geometry
+        let next = Atomic<Int>(0)
+        parallelFor(iterations: plan.workers, threads: plan.workers) { worker in
+            while true {
+                let index = next.add(1, ordering: .relaxed).oldValue
+                guard index < units else { return }
+                let first = index * unit, count = min(unit, d.batch - first)
+                let planes = count * d.inputChannels
+                let target = dx + first * d.inputChannels * planeSize
+                let sums = strided ? phases.floats + worker * phaseCount : target
+                sums.update(repeating: 0, count: planes * planeSize)
+                let n = count * p
+                let tiles = (n + Int(OPAL_PACKED_COLUMNS) - 1) / Int(OPAL_PACKED_COLUMNS)
+                for g in 0..<d.groups {
+                    let source = Blocked.planes(dy + (first * d.outputChannels + g * mg) * p, plane: p,
+                                                elementStride: d.outputChannels * p)
+                    var columns = opal_conv_columns(windows: windows, phases: sums + g * d.inputChannelsPerGroup * planeSize,
+                                                    channels: d.inputChannels)
+                    let done = opal_packed_conv_gemm_adjoint(packed.m, n, packed.k, packed.packed.floats + g * packed.perGroup,
+                                                             source, &columns, 0, tiles,
+                                                             packed.scratch.floats + worker * scratchCount)
+                    precondition(done == 1, "conv2DBackwardData: the packed GEMM became unavailable during a call")
+                }
+                if strided { opal_conv_merge_phases(sums, &geometry, windows, 0, planes, target) }
+            }
+        }
+    }
+
+    /// Runs `gemm(tileBegin, tileEnd, scratch)` over all column tiles of an n-column packed GEMM, on as many
+    /// cores as the work pays for, each taking a few tiles at a time from a shared counter.
+    private func forEachTileRange(_ weights: PackedWeights, n: Int,
+                                  _ gemm: (Int, Int, UnsafeMutablePointer<Float>) -> Int32) {
+        let tiles = (n + Int(OPAL_PACKED_COLUMNS) - 1) / Int(OPAL_PACKED_COLUMNS)
+        let scratchCount = weights.k * Int(OPAL_PACKED_COLUMNS)
+        let threads = min(threadCount, max(1, weights.m * n * weights.k / ParallelGrain.gemm), tiles)
+        let step = max(1, tiles / (threads * 8))
+        let next = Atomic<Int>(0)
+        parallelFor(iterations: threads, threads: threads) { slot in
+            while true {
+                let begin = next.add(step, ordering: .relaxed).oldValue
+                guard begin < tiles else { return }
+                let done = gemm(begin, min(begin + step, tiles), weights.scratch.floats + slot * scratchCount)
+                precondition(done == 1, "conv2D: the packed GEMM became unavailable during a call")
+            }
         }
     }
 
@@ -449,6 +636,28 @@ struct ConvolutionPlan {
             }
         }
         return SumTable(pitch: pitch, slots: slots, entries: entries)
+    }
+}
+
+/// The weights of a convolution packed for CVectorMath's GEMM (`CPUBackend.packedWeights`): group g's A
+/// (m × k) at `packed + g · perGroup`, and k × 32 floats of scratch per thread.
+struct PackedWeights {
+    let packed: CPUBuffer
+    let perGroup: Int, m: Int, k: Int
+    let scratch: CPUBuffer
+}
+
+/// CVectorMath's blocked matrices over the CPU backend's buffers.
+enum Blocked {
+    /// A row-major matrix with `width` columns.
+    static func rows(_ base: UnsafeMutablePointer<Float>, width: Int) -> opal_blocked_matrix {
+        opal_blocked_matrix(base: base, rowStride: width, blockWidth: max(width, 1), blockStride: 0)
+    }
+
+    /// Channel planes of consecutive batch elements side by side: row r (a channel), column j·plane + i
+    /// is base[j · elementStride + r · plane + i].
+    static func planes(_ base: UnsafeMutablePointer<Float>, plane: Int, elementStride: Int) -> opal_blocked_matrix {
+        opal_blocked_matrix(base: base, rowStride: plane, blockWidth: max(plane, 1), blockStride: elementStride)
     }
 }
 

@@ -56,6 +56,9 @@ final class ConvTests: CPUTestCase {
                          paddingHeight: 1, paddingWidth: 1),
         Conv2DDescriptor(batch: 2, inputChannels: 2, inputHeight: 9, inputWidth: 40, outputChannels: 3,
                          kernelHeight: 3, kernelWidth: 3, paddingHeight: 1, paddingWidth: 1),
+        // A "same" 9×9 kernel: 81 taps, more than the implicit GEMM's tiles track (the column matrix serves).
+        Conv2DDescriptor(batch: 2, inputChannels: 2, inputHeight: 10, inputWidth: 11, outputChannels: 13,
+                         kernelHeight: 9, kernelWidth: 9, paddingHeight: 4, paddingWidth: 4),
         // Planes of 1024 positions or more, where the AVX-512 im2col copies each tap's run with memcpy.
         Conv2DDescriptor(batch: 1, inputChannels: 2, inputHeight: 33, inputWidth: 40, outputChannels: 3,
                          kernelHeight: 3, kernelWidth: 3, paddingHeight: 1, paddingWidth: 1),

@@ -44,6 +44,46 @@ void opal_col2im(const float *col, const opal_conv_windows *windows, const int *
                  const opal_conv_geometry *g, long channels, long begin, long end, float *dx, long pitch,
                  float *scratch);
 
+/// The columns of im2col without the column matrix: the implicit GEMM operands of a contiguous convolution
+/// (CVectorMath's packed GEMM). Row c·kH·kW + tap, column j·P + t of a chunk of batch elements is im2col's
+/// col entry, read from (or, for the adjoint, summed into) `phases`: plane p = j·channels + c's phases at
+/// phases + p·H·W (`opal_conv_split_phases`; the planes themselves when the windows are not strided).
+typedef struct {
+    const opal_conv_windows *windows;
+    float *phases;
+    long channels;
+} opal_conv_columns;
+
+/// Where the columns first ..< first + count (at most 32: one tile of the packed GEMM) read: the runs of
+/// columns inside one batch element and, per run and tap, the lanes of the tile that read a valid position.
+/// Computed once per tile and shared by all its rows.
+typedef struct {
+    int runs;
+    long count;
+    long offset[32];             // [run]: phases offset of the run's lane 0 (element plane 0, position start − lane)
+    unsigned valid[32 * 64];     // [run · taps + tap] (kernels of at most 64 taps; larger ones go lane by lane)
+} opal_conv_tile;
+
+/// 1 where the implicit columns serve the windows' shape (kernels of at most 64 taps), else 0.
+int opal_conv_windows_implicit(const opal_conv_windows *windows);
+/// 1 where the windows' shape is strided (its planes must be split into phases first), else 0.
+int opal_conv_windows_strided(const opal_conv_windows *windows);
+/// Splits planes begin ..< end of x (H·W floats each) into their phase planes at phases + p·H·W.
+void opal_conv_split_phases(const float *x, const opal_conv_geometry *g, const opal_conv_windows *windows,
+                            long begin, long end, float *phases);
+/// The adjoint of `opal_conv_split_phases`: interleaves the phase planes of planes begin ..< end back into x.
+void opal_conv_merge_phases(const float *phases, const opal_conv_geometry *g, const opal_conv_windows *windows,
+                            long begin, long end, float *x);
+/// Fills `tile` for columns first ..< first + count (count ≤ 32).
+void opal_conv_tile_make(const opal_conv_columns *columns, long first, long count, opal_conv_tile *tile);
+/// panel[r · 32 + i] = column entry (r, first + i) for r < rows, i < count, and 0 for count ≤ i < 32 (the
+/// packed GEMM's B panel; AVX-512 only, as the windows are).
+void opal_conv_pack_columns(const opal_conv_columns *columns, const opal_conv_tile *tile, long rows, float *panel);
+/// The adjoint: adds values[r · 32 + i] (r < rows) to the phase element that column entry (row0 + r, first + i)
+/// reads, for the tile's valid lanes (col2im of one block of the column matrix, without the matrix).
+void opal_conv_add_columns(const opal_conv_columns *columns, const opal_conv_tile *tile, long row0, long rows,
+                           const float *values);
+
 /// The version in use: 2 AVX-512 (contiguous windows where the shape allows, AVX2 gathers elsewhere), 1 AVX2
 /// gathers, 0 scalar loops.
 int opal_gather_level(void);

@@ -9,6 +9,7 @@
 #ifndef OPAL_VECTOR_MATH_H
 #define OPAL_VECTOR_MATH_H
 #include "gather.h"
+#include "packed_gemm.h"
 
 #ifdef __cplusplus
 extern "C" {
