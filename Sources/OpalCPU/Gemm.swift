@@ -47,7 +47,19 @@ extension CPUBackend {
                         aStart, blasint(d.lda), bStart, blasint(d.ldb),
                         d.beta, c + rows.lowerBound * d.ldc + columns.lowerBound, blasint(d.ldc))
         }
-        guard parts > 1 else { run(0..<d.m, 0..<d.n); return }
+        guard parts > 1 else {
+            // OpenBLAS splits products from 2¹⁸ multiply-adds over its own threads, which then spin in
+            // sched_yield for a while and compete with the pool's workers for the cores: below the pool's
+            // grain, run single-threaded.
+            if work < ParallelGrain.gemm && threadCount > 1 {
+                openblas_set_num_threads(1)
+                defer { openblas_set_num_threads(Int32(threadCount)) }
+                run(0..<d.m, 0..<d.n)
+            } else {
+                run(0..<d.m, 0..<d.n)
+            }
+            return
+        }
         openblas_set_num_threads(1)
         defer { openblas_set_num_threads(Int32(threadCount)) }
         let splitsRows = d.m >= d.n
