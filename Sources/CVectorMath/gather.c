@@ -289,6 +289,59 @@ __attribute__((target("avx512f"))) void opal_conv_pack_columns(const opal_conv_c
     }
 }
 
+// v[i][j] ↔ v[j][i] for 16 vectors of 16 floats: 4 rounds of lane interleaves (1, 2, 4 then 8 floats apart).
+__attribute__((target("avx512f"))) static inline void transpose_16x16(__m512 v[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(v[i], v[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(v[i], v[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        v[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        v[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        v[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        v[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(v[i], v[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(v[i], v[i + 4], 0xDD);
+        t[i + 8] = _mm512_shuffle_f32x4(v[i + 8], v[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(v[i + 8], v[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        v[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+        v[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+        v[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
+    }
+}
+
+__attribute__((target("avx512f"))) void opal_conv_pack_columns_transposed(const opal_conv_columns *columns,
+                                                                          long rows, long row0, long element0,
+                                                                          long elements, float *panel) {
+    const contiguous_plan *plan = columns->windows;
+    const long taps = plan->taps, plane = plan->planeSize, positions = plan->positions;
+    for (long j = 0; j < elements; j++) {
+        const float *phases = columns->phases + (element0 + j) * columns->channels * plane;
+        for (long chunk = 0; chunk * 16 < positions; chunk++) {
+            const long t0 = chunk * 16, width = positions - t0 < 16 ? positions - t0 : 16;
+            float *out = panel + (j * positions + t0) * OPAL_PACKED_COLUMNS;
+            for (int half = 0; half < 2; half++) {
+                __m512 v[16];
+                long r = row0 + 16 * half, channel = r / taps, tap = r % taps;
+                for (int i = 0; i < 16; i++, r++, tap = tap + 1 == taps ? 0 : tap + 1, channel += tap == 0) {
+                    if (r >= rows) { v[i] = _mm512_setzero_ps(); continue; }
+                    // Bits past the plane's last position are 0 in the tap's masks: the tail lanes load nothing.
+                    const __mmask16 valid = (__mmask16)plan->masks[tap * plan->chunks + chunk];
+                    v[i] = _mm512_maskz_loadu_ps(valid, phases + channel * plane + plan->source[tap] + t0);
+                }
+                transpose_16x16(v);
+                for (long i = 0; i < width; i++) _mm512_storeu_ps(out + i * OPAL_PACKED_COLUMNS + 16 * half, v[i]);
+            }
+        }
+    }
+}
+
 // Per row (channel c, tap) and run: a masked add of the row's lanes into the run's window of the phases.
 __attribute__((target("avx512f"))) void opal_conv_add_columns(const opal_conv_columns *columns,
                                                               const opal_conv_tile *tile, long row0, long rows,
@@ -472,6 +525,10 @@ void opal_conv_tile_make(const opal_conv_columns *columns, long first, long coun
 void opal_conv_add_columns(const opal_conv_columns *columns, const opal_conv_tile *tile, long row0, long rows,
                            const float *values) {
     (void)columns; (void)tile; (void)row0; (void)rows; (void)values;
+}
+void opal_conv_pack_columns_transposed(const opal_conv_columns *columns, long rows, long row0, long element0,
+                                       long elements, float *panel) {
+    (void)columns; (void)rows; (void)row0; (void)element0; (void)elements; (void)panel;
 }
 void opal_conv_split_phases(const float *x, const opal_conv_geometry *g, const opal_conv_windows *windows,
                             long begin, long end, float *phases) {

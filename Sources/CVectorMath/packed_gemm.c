@@ -175,7 +175,53 @@ int opal_packed_conv_gemm_adjoint(long m, long n, long k, const float *packedA, 
     }
     return 1;
 }
+long opal_conv_weight_block(long positions) { return positions < 256 ? 256 / positions : 1; }
+
+int opal_packed_conv_gemm_weight(long m, long n, const float *a, long positions, long elementStride,
+                                 const opal_conv_columns *b, long elements, float *c, long ldc, int accumulate,
+                                 float *packedA, float *panel) {
+    if (!opal_packed_gemm_available() || !opal_conv_windows_implicit(b->windows)) return 0;
+    float tile[ROWS * COLUMNS] __attribute__((aligned(64)));
+    const long panels = (m + ROWS - 1) / ROWS, block = opal_conv_weight_block(positions);
+    const opal_blocked_matrix target = { c, ldc, ldc > 0 ? ldc : 1, 0 };
+    for (long e0 = 0; e0 < elements; e0 += block) {
+        const long count = elements - e0 < block ? elements - e0 : block, depth = count * positions;
+        // packedA[(p · depth + j·P + t) · 12 + r] = A[p·12 + r, j·P + t] (0 past m)
+        for (long p = 0; p < panels; p++) {
+            float *out = packedA + p * ROWS * depth;
+            const long rows = m - p * ROWS < ROWS ? m - p * ROWS : ROWS;
+            for (long j = 0; j < count; j++) {
+                const float *source = a + (e0 + j) * elementStride + p * ROWS * positions;
+                for (long t = 0; t < positions; t++) {
+                    float *row = out + (j * positions + t) * ROWS;
+                    long r = 0;
+                    for (; r < rows; r++) row[r] = source[r * positions + t];
+                    for (; r < ROWS; r++) row[r] = 0;
+                }
+            }
+        }
+        for (long t = 0; t * COLUMNS < n; t++) {
+            const long first = t * COLUMNS, width = n - first < COLUMNS ? n - first : COLUMNS;
+            opal_conv_pack_columns_transposed(b, n, first, e0, count, panel);
+            const segment run = { first, 0, width };
+            for (long p = 0; p < panels; p++) {
+                block_12x32(depth, packedA + p * ROWS * depth, panel, tile);
+                store_c(target, p * ROWS, m - p * ROWS < ROWS ? m - p * ROWS : ROWS, &run, 1, tile, 0,
+                        accumulate || e0 > 0);
+            }
+        }
+    }
+    return 1;
+}
 #else
+long opal_conv_weight_block(long positions) { return positions < 256 ? 256 / positions : 1; }
+int opal_packed_conv_gemm_weight(long m, long n, const float *a, long positions, long elementStride,
+                                 const opal_conv_columns *b, long elements, float *c, long ldc, int accumulate,
+                                 float *packedA, float *panel) {
+    (void)m; (void)n; (void)a; (void)positions; (void)elementStride; (void)b; (void)elements; (void)c; (void)ldc;
+    (void)accumulate; (void)packedA; (void)panel;
+    return 0;
+}
 int opal_packed_gemm_available(void) { return 0; }
 int opal_packed_gemm(long m, long n, long k, const float *packedA, opal_blocked_matrix b, opal_blocked_matrix c,
                      const float *bias, int accumulate, long tileBegin, long tileEnd, float *scratch) {

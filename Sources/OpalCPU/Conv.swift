@@ -227,6 +227,12 @@ extension CPUBackend {
         let x = try cpuBuffer(input, op: "conv2DBackwardWeight", elements: d.inputCount).floats
         let dy = try cpuBuffer(gradOutput, op: "conv2DBackwardWeight", elements: d.outputCount).floats
         let dw = try cpuBuffer(gradWeight, op: "conv2DBackwardWeight", elements: d.weightCount).floats
+        // (Below 64 rows of col, half-empty 32-row tiles would waste most of the implicit GEMM: OpenBLAS serves.)
+        if opal_packed_gemm_available() != 0, plan.depth >= 64, let windows = plan.windows?.pointer,
+           opal_conv_windows_implicit(windows) != 0 {
+            implicitConv2DBackwardWeight(x, dy, dw, d, plan, windows)
+            return
+        }
         let columns = cache.buffer(count: plan.workers * plan.columnCount)
         let gatheredCount = d.outputChannelsPerGroup * plan.positions * plan.chunk
         let gathered = cache.buffer(count: plan.chunk > 1 ? plan.workers * gatheredCount : 0)
@@ -429,6 +435,61 @@ extension CPUBackend {
                 }
                 if strided { opal_conv_merge_phases(sums, &geometry, windows, 0, planes, target) }
             }
+        }
+    }
+
+    /// The backward weight pass as implicit GEMMs, dW_g = Σ dy_g · col_gᵀ with col's panels packed (and
+    /// transposed) straight from the phase planes: per unit of batch elements, the planes split into phases,
+    /// then for each group the unit's product added to the worker's partial dW (worker 0's is dw itself).
+    /// The units (two per worker) go to the workers from a shared counter; the partials are summed at the end.
+    private func implicitConv2DBackwardWeight(_ x: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
+                                              _ dw: UnsafeMutablePointer<Float>, _ d: Conv2DDescriptor,
+                                              _ plan: ConvolutionPlan, _ windows: OpaquePointer) {
+        let planeSize = d.inputHeight * d.inputWidth, p = d.outputHeight * d.outputWidth
+        let (mg, k) = (d.outputChannelsPerGroup, plan.depth)
+        let unit = plan.workers > 1 ? (d.batch + 2 * plan.workers - 1) / (2 * plan.workers) : d.batch
+        let units = (d.batch + unit - 1) / unit
+        let strided = opal_conv_windows_strided(windows) != 0
+        let phaseCount = strided ? unit * d.inputChannels * planeSize : 0
+        let phases = cache.buffer(count: plan.workers * phaseCount)
+        let depth = opal_conv_weight_block(p) * p
+        let packedCount = opal_packed_a_count(mg, depth), panelCount = depth * Int(OPAL_PACKED_COLUMNS)
+        let scratch = cache.buffer(count: plan.workers * (packedCount + panelCount))
+        let partials = cache.buffer(count: (plan.workers - 1) * d.weightCount)
+        // started[i]: worker i has written its partial (later units accumulate).
+        let started = UnsafeMutablePointer<Bool>.allocate(capacity: plan.workers)
+        started.initialize(repeating: false, count: plan.workers)
+        defer { started.deallocate() }
+        var geometry = plan.geometry
+        let next = Atomic<Int>(0)
+        parallelFor(iterations: plan.workers, threads: plan.workers) { worker in
+            let target = worker == 0 ? dw : partials.floats + (worker - 1) * d.weightCount
+            let packedA = scratch.floats + worker * (packedCount + panelCount), panel = packedA + packedCount
+            while true {
+                let index = next.add(1, ordering: .relaxed).oldValue
+                guard index < units else { return }
+                let first = index * unit, count = min(unit, d.batch - first)
+                var planes = x + first * d.inputChannels * planeSize
+                if strided {
+                    let split = phases.floats + worker * phaseCount
+                    opal_conv_split_phases(planes, &geometry, windows, 0, count * d.inputChannels, split)
+                    planes = split
+                }
+                for g in 0..<d.groups {
+                    var columns = opal_conv_columns(windows: windows, phases: planes + g * d.inputChannelsPerGroup * planeSize,
+                                                    channels: d.inputChannels)
+                    let done = opal_packed_conv_gemm_weight(mg, k, dy + (first * d.outputChannels + g * mg) * p, p,
+                                                            d.outputChannels * p, &columns, count, target + g * mg * k, k,
+                                                            started[worker] ? 1 : 0, packedA, panel)
+                    precondition(done == 1, "conv2DBackwardWeight: the packed GEMM became unavailable during a call")
+                }
+                started[worker] = true
+            }
+        }
+        if !started[0] { dw.update(repeating: 0, count: d.weightCount) }
+        for worker in 1..<max(plan.workers, 1) where started[worker] {
+            let partial = partials.floats + (worker - 1) * d.weightCount
+            for index in 0..<d.weightCount { dw[index] += partial[index] }
         }
     }
 

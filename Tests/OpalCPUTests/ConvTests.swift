@@ -56,6 +56,14 @@ final class ConvTests: CPUTestCase {
                          paddingHeight: 1, paddingWidth: 1),
         Conv2DDescriptor(batch: 2, inputChannels: 2, inputHeight: 9, inputWidth: 40, outputChannels: 3,
                          kernelHeight: 3, kernelWidth: 3, paddingHeight: 1, paddingWidth: 1),
+        // DCGAN's 4×4 stride 2 with at least 64 rows of col (K = Cg·16), where the backward weight pass runs
+        // as an implicit GEMM too: 13 output channels (a partial 12-row panel), and 2 groups of 4 channels.
+        Conv2DDescriptor(batch: 3, inputChannels: 5, inputHeight: 14, inputWidth: 14, outputChannels: 13,
+                         kernelHeight: 4, kernelWidth: 4, strideHeight: 2, strideWidth: 2,
+                         paddingHeight: 1, paddingWidth: 1),
+        Conv2DDescriptor(batch: 3, inputChannels: 8, inputHeight: 12, inputWidth: 14, outputChannels: 26,
+                         kernelHeight: 4, kernelWidth: 4, strideHeight: 2, strideWidth: 2,
+                         paddingHeight: 1, paddingWidth: 1, groups: 2),
         // A "same" 9×9 kernel: 81 taps, more than the implicit GEMM's tiles track (the column matrix serves).
         Conv2DDescriptor(batch: 2, inputChannels: 2, inputHeight: 10, inputWidth: 11, outputChannels: 13,
                          kernelHeight: 9, kernelWidth: 9, paddingHeight: 4, paddingWidth: 4),

@@ -79,6 +79,11 @@ void opal_conv_tile_make(const opal_conv_columns *columns, long first, long coun
 /// panel[r · 32 + i] = column entry (r, first + i) for r < rows, i < count, and 0 for count ≤ i < 32 (the
 /// packed GEMM's B panel; AVX-512 only, as the windows are).
 void opal_conv_pack_columns(const opal_conv_columns *columns, const opal_conv_tile *tile, long rows, float *panel);
+/// The columns transposed, for the backward weight GEMM (B = colᵀ): panel[(j·P + t) · 32 + l] = column entry
+/// (row0 + l, (element0 + j)·P + t) for j < elements, t < P, l < 32, and 0 for rows past `rows`. Each
+/// 16-position chunk of a plane is loaded row by row under the tap's mask, then transposed 16×16 in registers.
+void opal_conv_pack_columns_transposed(const opal_conv_columns *columns, long rows, long row0, long element0,
+                                       long elements, float *panel);
 /// The adjoint: adds values[r · 32 + i] (r < rows) to the phase element that column entry (row0 + r, first + i)
 /// reads, for the tile's valid lanes (col2im of one block of the column matrix, without the matrix).
 void opal_conv_add_columns(const opal_conv_columns *columns, const opal_conv_tile *tile, long row0, long rows,

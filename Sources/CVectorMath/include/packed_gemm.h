@@ -64,6 +64,21 @@ int opal_packed_conv_gemm(long m, long n, long k, const float *packedA, const op
 int opal_packed_conv_gemm_adjoint(long m, long n, long k, const float *packedA, opal_blocked_matrix b,
                                   const opal_conv_columns *c, long tileBegin, long tileEnd, float *scratch);
 
+/// Batch elements per depth block of `opal_packed_conv_gemm_weight` (about 256 positions: the B panel,
+/// depth × 32 floats, stays in L1), and the scratch it needs: `packedA` m rounded up to whole panels × depth,
+/// `panel` depth × 32 floats, depth = elements per block × P.
+long opal_conv_weight_block(long positions);
+
+/// The backward weight GEMM of a contiguous convolution, for one group over `elements` batch elements:
+///   C[m, n] (+)= Σ_{j, t} A[m, j·P + t] · col[n, j·P + t]
+/// with A = dy (A[i, j·P + t] = a[j·elementStride + i·P + t]: the group's channels of each element) and
+/// col = the implicit columns `b` (n = Cg·kH·kW rows), transposed while packed. C is row-major (row length
+/// ldc); `accumulate` adds to it (else the first depth block overwrites it). Depth runs in blocks of whole
+/// elements (`opal_conv_weight_block`), each with A packed once and reused by every 32-row tile of col.
+int opal_packed_conv_gemm_weight(long m, long n, const float *a, long positions, long elementStride,
+                                 const opal_conv_columns *b, long elements, float *c, long ldc, int accumulate,
+                                 float *packedA, float *panel);
+
 #ifdef __cplusplus
 }
 #endif
