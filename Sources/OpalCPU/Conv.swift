@@ -227,8 +227,7 @@ extension CPUBackend {
         let x = try cpuBuffer(input, op: "conv2DBackwardWeight", elements: d.inputCount).floats
         let dy = try cpuBuffer(gradOutput, op: "conv2DBackwardWeight", elements: d.outputCount).floats
         let dw = try cpuBuffer(gradWeight, op: "conv2DBackwardWeight", elements: d.weightCount).floats
-        // (Below 64 rows of col, half-empty 32-row tiles would waste most of the implicit GEMM: OpenBLAS serves.)
-        if opal_packed_gemm_available() != 0, plan.depth >= 64, let windows = plan.windows?.pointer,
+        if ConvolutionPlan.usesPackedGEMM(plan), let windows = plan.windows?.pointer,
            opal_conv_windows_implicit(windows) != 0 {
             implicitConv2DBackwardWeight(x, dy, dw, d, plan, windows)
             return
@@ -321,7 +320,7 @@ extension CPUBackend {
     /// nil where the packed GEMM is not available (no AVX-512): OpenBLAS serves instead.
     private func packedWeights(_ w: UnsafeMutablePointer<Float>, _ d: Conv2DDescriptor, _ plan: ConvolutionPlan,
                                m: Int, k: Int, transposed: Bool) -> PackedWeights? {
-        guard opal_packed_gemm_available() != 0 else { return nil }
+        guard ConvolutionPlan.usesPackedGEMM(plan) else { return nil }
         let perGroup = opal_packed_a_count(m, k)
         let panels = perGroup / (Int(OPAL_PACKED_ROWS) * max(k, 1))
         let weights = PackedWeights(
@@ -586,6 +585,13 @@ struct ConvolutionPlan {
     /// Column-matrix budget of each batch-split worker: 256 Ki floats (1 MiB), so that a chunk's column
     /// matrix stays in the core's L2 cache between im2col and the GEMM.
     static let workerColumnElements = 256 << 10
+
+    /// Whether CVectorMath's packed GEMM serves the plan's convolution: with AVX-512 and at least 64 rows of
+    /// col (K = Cg·kH·kW). Shallower products are mostly packing and stores (R2's 1→32 3×3 ran 40 % slower
+    /// on it than on OpenBLAS), and a backward weight pass would leave its 32-row tiles half empty.
+    static func usesPackedGEMM(_ plan: ConvolutionPlan) -> Bool {
+        plan.depth >= 64 && opal_packed_gemm_available() != 0
+    }
 
     /// Batch-split workers (1: chunks in order, work split inside each op).
     let workers: Int
