@@ -64,6 +64,9 @@ final class ConvTests: CPUTestCase {
         Conv2DDescriptor(batch: 3, inputChannels: 8, inputHeight: 12, inputWidth: 14, outputChannels: 26,
                          kernelHeight: 4, kernelWidth: 4, strideHeight: 2, strideWidth: 2,
                          paddingHeight: 1, paddingWidth: 1, groups: 2),
+        // A 1×1 kernel deep enough for the packed GEMM, which then reads x and writes dx directly (no columns).
+        Conv2DDescriptor(batch: 3, inputChannels: 70, inputHeight: 5, inputWidth: 7, outputChannels: 9,
+                         kernelHeight: 1, kernelWidth: 1),
         // A "same" 9×9 kernel: 81 taps, more than the implicit GEMM's tiles track (the column matrix serves).
         Conv2DDescriptor(batch: 2, inputChannels: 2, inputHeight: 10, inputWidth: 11, outputChannels: 13,
                          kernelHeight: 9, kernelWidth: 9, paddingHeight: 4, paddingWidth: 4),
