@@ -252,6 +252,22 @@ static inline unsigned tap_bits(const unsigned short *masks, long chunks, long t
     return (unsigned)((bits >> (t0 % 16)) & ((1ull << length) - 1));
 }
 
+// Where element `element`'s phase planes lie in `columns->phases`: the element itself, or (lazy split) its
+// ring slot, split there first unless it already holds the element.
+__attribute__((target("avx512f"))) static long element_slot(const opal_conv_columns *columns, long element) {
+    if (columns->ring <= 0) return element;
+    const long slot = element % columns->ring;
+    if (columns->resident[slot] != element) {
+        const long plane = columns->windows->planeSize;
+        for (long c = 0; c < columns->channels; c++) {
+            split_phases_avx512(columns->source + element * columns->sourceStride + c * plane, columns->geometry,
+                                columns->windows, columns->phases + (slot * columns->channels + c) * plane);
+        }
+        columns->resident[slot] = element;
+    }
+    return slot;
+}
+
 void opal_conv_tile_make(const opal_conv_columns *columns, long first, long count, opal_conv_tile *tile) {
     const contiguous_plan *plan = columns->windows;
     const long positions = plan->positions, taps = plan->taps;
@@ -261,7 +277,7 @@ void opal_conv_tile_make(const opal_conv_columns *columns, long first, long coun
         const long element = c / positions, start = c % positions, at = c - first;
         const long length = positions - start < first + count - c ? positions - start : first + count - c;
         // Addressed from the tile's lane 0: lane at + i reads phases[… + start + i].
-        tile->offset[tile->runs] = element * columns->channels * plan->planeSize + start - at;
+        tile->offset[tile->runs] = element_slot(columns, element) * columns->channels * plan->planeSize + start - at;
         for (long tap = 0; tap < taps; tap++) {
             tile->valid[tile->runs * taps + tap] = tap_bits(plan->masks + tap * plan->chunks, plan->chunks, start, length) << at;
         }
@@ -322,7 +338,7 @@ __attribute__((target("avx512f"))) void opal_conv_pack_columns_transposed(const 
     const contiguous_plan *plan = columns->windows;
     const long taps = plan->taps, plane = plan->planeSize, positions = plan->positions;
     for (long j = 0; j < elements; j++) {
-        const float *phases = columns->phases + (element0 + j) * columns->channels * plane;
+        const float *phases = columns->phases + element_slot(columns, element0 + j) * columns->channels * plane;
         for (long chunk = 0; chunk * 16 < positions; chunk++) {
             const long t0 = chunk * 16, width = positions - t0 < 16 ? positions - t0 : 16;
             float *out = panel + (j * positions + t0) * OPAL_PACKED_COLUMNS;

@@ -368,27 +368,33 @@ extension CPUBackend {
                                 _ bias: UnsafeMutablePointer<Float>?, _ d: Conv2DDescriptor, _ plan: ConvolutionPlan,
                                 _ windows: OpaquePointer, _ packed: PackedWeights) {
         let planeSize = d.inputHeight * d.inputWidth, p = d.outputHeight * d.outputWidth
-        var planes = x
-        var phases: CPUBuffer?
-        if opal_conv_windows_strided(windows) != 0 {
-            let buffer = cache.buffer(count: d.inputCount)
-            var geometry = plan.geometry
-            parallelRanges(count: d.batch * d.inputChannels, minimumChunk: max(1, ParallelGrain.cheap / planeSize)) {
-                opal_conv_split_phases(x, &geometry, windows, $0, $1, buffer.floats)
-            }
-            (phases, planes) = (buffer, buffer.floats)
-        }
-        defer { withExtendedLifetime(phases) {} }
+        let cg = d.inputChannelsPerGroup
+        // Strided shapes split each element's planes into phases lazily, into a small ring per thread, right
+        // before the first tile that reads them packs them (still in cache then).
+        let ring = opal_conv_windows_strided(windows) != 0 ? Int(OPAL_PACKED_COLUMNS) / p + 2 : 0
+        let rings = cache.buffer(count: threadCount * ring * cg * planeSize)
+        var geometry = plan.geometry
         let n = d.batch * p
         for g in 0..<d.groups {
-            var source = opal_conv_columns(windows: windows, phases: planes + g * d.inputChannelsPerGroup * planeSize,
-                                           channels: d.inputChannels)
             let target = Blocked.planes(y + g * d.outputChannelsPerGroup * p, plane: p,
                                         elementStride: d.outputChannels * p)
             let a = packed.packed.floats + g * packed.perGroup
             let groupBias = bias.map { $0 + g * d.outputChannelsPerGroup }
-            forEachTileRange(packed, n: n) { begin, end, scratch in
-                opal_packed_conv_gemm(packed.m, n, packed.k, a, &source, target, groupBias, 0, begin, end, scratch)
+            withUnsafeMutablePointer(to: &geometry) { geometry in
+                forEachTileRange(packed, n: n) { slot in
+                    let resident = UnsafeMutablePointer<Int>.allocate(capacity: max(ring, 1))
+                    resident.initialize(repeating: -1, count: max(ring, 1))
+                    var source = ring > 0
+                        ? opal_conv_columns(windows: windows, phases: rings.floats + slot * ring * cg * planeSize,
+                                            channels: cg, source: x + g * cg * planeSize,
+                                            sourceStride: d.inputChannels * planeSize, geometry: geometry, ring: ring,
+                                            resident: resident)
+                        : opal_conv_columns(windows: windows, phases: x + g * cg * planeSize, channels: d.inputChannels,
+                                            source: nil, sourceStride: 0, geometry: nil, ring: 0, resident: nil)
+                    return ({ begin, end, scratch in
+                        opal_packed_conv_gemm(packed.m, n, packed.k, a, &source, target, groupBias, 0, begin, end, scratch)
+                    }, { resident.deallocate() })
+                }
             }
         }
     }
@@ -426,7 +432,8 @@ extension CPUBackend {
                     let source = Blocked.planes(dy + (first * d.outputChannels + g * mg) * p, plane: p,
                                                 elementStride: d.outputChannels * p)
                     var columns = opal_conv_columns(windows: windows, phases: sums + g * d.inputChannelsPerGroup * planeSize,
-                                                    channels: d.inputChannels)
+                                                    channels: d.inputChannels, source: nil, sourceStride: 0,
+                                                    geometry: nil, ring: 0, resident: nil)
                     let done = opal_packed_conv_gemm_adjoint(packed.m, n, packed.k, packed.packed.floats + g * packed.perGroup,
                                                              source, &columns, 0, tiles,
                                                              packed.scratch.floats + worker * scratchCount)
@@ -448,12 +455,15 @@ extension CPUBackend {
         let (mg, k) = (d.outputChannelsPerGroup, plan.depth)
         let unit = plan.workers > 1 ? (d.batch + 2 * plan.workers - 1) / (2 * plan.workers) : d.batch
         let units = (d.batch + unit - 1) / unit
-        let strided = opal_conv_windows_strided(windows) != 0
-        let phaseCount = strided ? unit * d.inputChannels * planeSize : 0
-        let phases = cache.buffer(count: plan.workers * phaseCount)
-        let depth = opal_conv_weight_block(p) * p
+        let cg = d.inputChannelsPerGroup
+        // Strided shapes split each depth block's elements into phases right before packing them (a ring
+        // of one block per worker, still in cache when the block's tiles read it).
+        let block = opal_conv_weight_block(p), depth = block * p
+        let ring = opal_conv_windows_strided(windows) != 0 ? block : 0
+        let ringCount = ring * cg * planeSize
         let packedCount = opal_packed_a_count(mg, depth), panelCount = depth * Int(OPAL_PACKED_COLUMNS)
-        let scratch = cache.buffer(count: plan.workers * (packedCount + panelCount))
+        let perWorker = packedCount + panelCount + ringCount
+        let scratch = cache.buffer(count: plan.workers * perWorker)
         let partials = cache.buffer(count: (plan.workers - 1) * d.weightCount)
         // started[i]: worker i has written its partial (later units accumulate).
         let started = UnsafeMutablePointer<Bool>.allocate(capacity: plan.workers)
@@ -461,28 +471,35 @@ extension CPUBackend {
         defer { started.deallocate() }
         var geometry = plan.geometry
         let next = Atomic<Int>(0)
-        parallelFor(iterations: plan.workers, threads: plan.workers) { worker in
-            let target = worker == 0 ? dw : partials.floats + (worker - 1) * d.weightCount
-            let packedA = scratch.floats + worker * (packedCount + panelCount), panel = packedA + packedCount
-            while true {
-                let index = next.add(1, ordering: .relaxed).oldValue
-                guard index < units else { return }
-                let first = index * unit, count = min(unit, d.batch - first)
-                var planes = x + first * d.inputChannels * planeSize
-                if strided {
-                    let split = phases.floats + worker * phaseCount
-                    opal_conv_split_phases(planes, &geometry, windows, 0, count * d.inputChannels, split)
-                    planes = split
+        withUnsafeMutablePointer(to: &geometry) { geometry in
+            parallelFor(iterations: plan.workers, threads: plan.workers) { worker in
+                let target = worker == 0 ? dw : partials.floats + (worker - 1) * d.weightCount
+                let packedA = scratch.floats + worker * perWorker, panel = packedA + packedCount
+                let phases = panel + panelCount
+                let resident = UnsafeMutablePointer<Int>.allocate(capacity: max(ring, 1))
+                defer { resident.deallocate() }
+                while true {
+                    let index = next.add(1, ordering: .relaxed).oldValue
+                    guard index < units else { return }
+                    let first = index * unit, count = min(unit, d.batch - first)
+                    let planes = x + (first * d.inputChannels) * planeSize
+                    for g in 0..<d.groups {
+                        resident.initialize(repeating: -1, count: max(ring, 1))
+                        var columns = ring > 0
+                            ? opal_conv_columns(windows: windows, phases: phases, channels: cg,
+                                                source: planes + g * cg * planeSize,
+                                                sourceStride: d.inputChannels * planeSize, geometry: geometry,
+                                                ring: ring, resident: resident)
+                            : opal_conv_columns(windows: windows, phases: planes + g * cg * planeSize,
+                                                channels: d.inputChannels, source: nil, sourceStride: 0, geometry: nil,
+                                                ring: 0, resident: nil)
+                        let done = opal_packed_conv_gemm_weight(mg, k, dy + (first * d.outputChannels + g * mg) * p, p,
+                                                                d.outputChannels * p, &columns, count, target + g * mg * k,
+                                                                k, started[worker] ? 1 : 0, packedA, panel)
+                        precondition(done == 1, "conv2DBackwardWeight: the packed GEMM became unavailable during a call")
+                    }
+                    started[worker] = true
                 }
-                for g in 0..<d.groups {
-                    var columns = opal_conv_columns(windows: windows, phases: planes + g * d.inputChannelsPerGroup * planeSize,
-                                                    channels: d.inputChannels)
-                    let done = opal_packed_conv_gemm_weight(mg, k, dy + (first * d.outputChannels + g * mg) * p, p,
-                                                            d.outputChannels * p, &columns, count, target + g * mg * k, k,
-                                                            started[worker] ? 1 : 0, packedA, panel)
-                    precondition(done == 1, "conv2DBackwardWeight: the packed GEMM became unavailable during a call")
-                }
-                started[worker] = true
             }
         }
         if !started[0] { dw.update(repeating: 0, count: d.weightCount) }
@@ -492,16 +509,19 @@ extension CPUBackend {
         }
     }
 
-    /// Runs `gemm(tileBegin, tileEnd, scratch)` over all column tiles of an n-column packed GEMM, on as many
-    /// cores as the work pays for, each taking a few tiles at a time from a shared counter.
+    /// Runs an n-column packed GEMM over all its column tiles, on as many cores as the work pays for, each
+    /// taking a few tiles at a time from a shared counter: `start(slot)` gives thread `slot` its
+    /// `gemm(tileBegin, tileEnd, scratch)` (which may keep per-thread state) and a clean-up to run after.
     private func forEachTileRange(_ weights: PackedWeights, n: Int,
-                                  _ gemm: (Int, Int, UnsafeMutablePointer<Float>) -> Int32) {
+                                  _ start: (Int) -> ((Int, Int, UnsafeMutablePointer<Float>) -> Int32, () -> Void)) {
         let tiles = (n + Int(OPAL_PACKED_COLUMNS) - 1) / Int(OPAL_PACKED_COLUMNS)
         let scratchCount = weights.k * Int(OPAL_PACKED_COLUMNS)
         let threads = min(threadCount, max(1, weights.m * n * weights.k / ParallelGrain.gemm), tiles)
         let step = max(1, tiles / (threads * 8))
         let next = Atomic<Int>(0)
         parallelFor(iterations: threads, threads: threads) { slot in
+            let (gemm, finish) = start(slot)
+            defer { finish() }
             while true {
                 let begin = next.add(step, ordering: .relaxed).oldValue
                 guard begin < tiles else { return }

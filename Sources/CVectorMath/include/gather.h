@@ -52,6 +52,15 @@ typedef struct {
     const opal_conv_windows *windows;
     float *phases;
     long channels;
+    /// Lazily split planes (`ring` > 0, strided windows): `phases` then holds `ring` slots of `channels` phase
+    /// planes, and element e's planes (`channels` of them at source + e·sourceStride) are split into slot
+    /// e mod ring when a tile first reads them, so the phases are still in cache when packed;
+    /// resident[slot] is the element a slot holds (−1: none). Set ring to 0 and the rest to NULL otherwise.
+    const float *source;
+    long sourceStride;
+    const opal_conv_geometry *geometry;
+    long ring;
+    long *resident;
 } opal_conv_columns;
 
 /// Where the columns first ..< first + count (at most 32: one tile of the packed GEMM) read: the runs of
