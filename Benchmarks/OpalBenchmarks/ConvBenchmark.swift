@@ -8,8 +8,9 @@ import OpalOpenCL
 /// On OpenCL devices the forward pass is timed with Opal's chosen algorithm (`ConvolutionAlgorithm`
 /// `.automatic`), and beside it with im2col + CLBlast (the reference) and with each algorithm forced;
 /// the backward passes are im2col/col2im + the backend's GEMM, against the same passes with CLBlast's
-/// GEMM (the reference). On the native CPU the convolution *is*
-/// im2col + OpenBLAS, so it is reported alone.
+/// GEMM (the reference). On the native CPU, where Opal's packed GEMM serves a pass (AVX-512, at least 64
+/// rows of col), im2col + OpenBLAS is measured beside it as the reference; elsewhere the pass *is* im2col +
+/// OpenBLAS and is reported alone.
 public struct ConvBenchmark {
     public struct Shape: Sendable {
         public var name: String
@@ -26,10 +27,12 @@ public struct ConvBenchmark {
         public var descriptor: String
         public var pass: Pass
         public var flops: Double
-        /// The algorithm `conv2D` chose (OpenCL forward), else "im2col".
+        /// The algorithm the pass ran (OpenCL: `conv2D`'s choice for the forward; native CPU:
+        /// `CPUBackend.convolutionAlgorithm`).
         public var algorithm: String
         public var opal: Measurement
-        /// im2col + CLBlast on OpenCL devices; nil where Opal's path is the reference itself (native CPU).
+        /// im2col + CLBlast on OpenCL devices, im2col + OpenBLAS on the native CPU; nil where Opal's path is
+        /// the reference itself (a CPU pass that runs im2col + OpenBLAS).
         public var reference: Measurement?
         public var referenceName: String?
         /// Each forward algorithm forced, on OpenCL devices.
@@ -141,15 +144,26 @@ public struct ConvBenchmark {
                                   reference: reference, referenceName: "im2col + CLBlast")
                     }
                 } else if let cpu = backend as? CPUBackend {
-                    let measurement = try measure(on: device, warmup: 2, runs: runs) {
+                    let run = {
                         switch pass {
                         case .forward: try cpu.conv2D(x, w, bias, y, descriptor: d)
                         case .backwardData: try cpu.conv2DBackwardData(dy, w, dx, descriptor: d)
                         case .backwardWeight: try cpu.conv2DBackwardWeight(x, dy, dw, descriptor: d)
                         }
                     }
+                    let algorithm = cpu.convolutionAlgorithm(d, backwardWeight: pass == .backwardWeight)
+                    let measurement = try measure(on: device, warmup: 2, runs: runs, run)
+                    // Where Opal's own GEMM runs, im2col + OpenBLAS (the engine it replaces) is the reference.
+                    var reference: Measurement?
+                    if algorithm != "im2col + OpenBLAS" {
+                        let engine = cpu.convolutionEngine
+                        cpu.convolutionEngine = .openBLAS
+                        defer { cpu.convolutionEngine = engine }
+                        reference = try measure(on: device, warmup: 2, runs: runs, run)
+                    }
                     row = Row(shape: shape.name, descriptor: d.description, pass: pass, flops: d.flops,
-                              algorithm: "im2col + OpenBLAS", opal: measurement)
+                              algorithm: algorithm, opal: measurement, reference: reference,
+                              referenceName: reference == nil ? nil : "im2col + OpenBLAS")
                 } else {
                     throw TensorError.device("bench conv: \(device.name) has no convolution")
                 }

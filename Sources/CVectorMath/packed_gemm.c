@@ -58,23 +58,44 @@ static inline __attribute__((always_inline)) __mmask16 first_lanes(long count) {
     return count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);
 }
 
-// acc = Ap (12 × k, packed) · P (k × 32, packed), written to tile[12][32].
-__attribute__((target("avx512f"))) static void block_12x32(long k, const float *a, const float *b, float *tile) {
+// acc = Ap (the first `rows` of a 12-row packed panel, × k) · P (k × 32, packed), written to tile[rows][32].
+// `rows` is a constant in each caller below, so the loops unroll into registers.
+static inline __attribute__((always_inline, target("avx512f"))) void block_rows(const int rows, long k,
+                                                                                 const float *a, const float *b,
+                                                                                 float *tile) {
     __m512 c[ROWS][2];
-    for (int r = 0; r < ROWS; r++) { c[r][0] = _mm512_setzero_ps(); c[r][1] = _mm512_setzero_ps(); }
+    for (int r = 0; r < rows; r++) { c[r][0] = _mm512_setzero_ps(); c[r][1] = _mm512_setzero_ps(); }
     for (long j = 0; j < k; j++) {
         const __m512 b0 = _mm512_loadu_ps(b + j * COLUMNS), b1 = _mm512_loadu_ps(b + j * COLUMNS + 16);
 #pragma clang loop unroll(full)
-        for (int r = 0; r < ROWS; r++) {
+        for (int r = 0; r < rows; r++) {
             const __m512 value = _mm512_set1_ps(a[j * ROWS + r]);
             c[r][0] = _mm512_fmadd_ps(value, b0, c[r][0]);
             c[r][1] = _mm512_fmadd_ps(value, b1, c[r][1]);
         }
     }
-    for (int r = 0; r < ROWS; r++) {
+    for (int r = 0; r < rows; r++) {
         _mm512_storeu_ps(tile + r * COLUMNS, c[r][0]);
         _mm512_storeu_ps(tile + r * COLUMNS + 16, c[r][1]);
     }
+}
+
+__attribute__((target("avx512f"))) static void block_12x32(long k, const float *a, const float *b, float *tile) {
+    block_rows(12, k, a, b, tile);
+}
+__attribute__((target("avx512f"))) static void block_8x32(long k, const float *a, const float *b, float *tile) {
+    block_rows(8, k, a, b, tile);
+}
+__attribute__((target("avx512f"))) static void block_4x32(long k, const float *a, const float *b, float *tile) {
+    block_rows(4, k, a, b, tile);
+}
+
+// The block for a panel with `rows` rows of A (the last panel of an m that is not a multiple of 12 computes
+// only the rows it has, in steps of 4: M = 64 is 5 panels of 12 and one of 4, not 72 rows).
+__attribute__((target("avx512f"))) static void panel_block(long rows, long k, const float *a, const float *b, float *tile) {
+    if (rows > 8) block_12x32(k, a, b, tile);
+    else if (rows > 4) block_8x32(k, a, b, tile);
+    else block_4x32(k, a, b, tile);
 }
 
 // P[j][0 ..< 32] = B[j, first ..< first + count] with zeros past count: per row, one merge-masked load per
@@ -137,8 +158,9 @@ static int packed_gemm(long m, long n, long k, const float *packedA, const opal_
             opal_conv_pack_columns(columns, &columnTile, k, scratch);
         }
         for (long p = 0; p < panels; p++) {
-            block_12x32(k, packedA + p * ROWS * k, scratch, tile);
-            store_c(c, p * ROWS, m - p * ROWS < ROWS ? m - p * ROWS : ROWS, cRuns, cRunCount, tile, bias, accumulate);
+            const long rows = m - p * ROWS < ROWS ? m - p * ROWS : ROWS;
+            panel_block(rows, k, packedA + p * ROWS * k, scratch, tile);
+            store_c(c, p * ROWS, rows, cRuns, cRunCount, tile, bias, accumulate);
         }
     }
     return 1;
@@ -169,8 +191,9 @@ int opal_packed_conv_gemm_adjoint(long m, long n, long k, const float *packedA, 
         pack_b(b, k, bRuns, segments_of(b, first, count, bRuns), scratch);
         opal_conv_tile_make(c, first, count, &columnTile);
         for (long p = 0; p < panels; p++) {
-            block_12x32(k, packedA + p * ROWS * k, scratch, tile);
-            opal_conv_add_columns(c, &columnTile, p * ROWS, m - p * ROWS < ROWS ? m - p * ROWS : ROWS, tile);
+            const long rows = m - p * ROWS < ROWS ? m - p * ROWS : ROWS;
+            panel_block(rows, k, packedA + p * ROWS * k, scratch, tile);
+            opal_conv_add_columns(c, &columnTile, p * ROWS, rows, tile);
         }
     }
     return 1;
@@ -205,9 +228,9 @@ int opal_packed_conv_gemm_weight(long m, long n, const float *a, long positions,
             opal_conv_pack_columns_transposed(b, n, first, e0, count, panel);
             const segment run = { first, 0, width };
             for (long p = 0; p < panels; p++) {
-                block_12x32(depth, packedA + p * ROWS * depth, panel, tile);
-                store_c(target, p * ROWS, m - p * ROWS < ROWS ? m - p * ROWS : ROWS, &run, 1, tile, 0,
-                        accumulate || e0 > 0);
+                const long rows = m - p * ROWS < ROWS ? m - p * ROWS : ROWS;
+                panel_block(rows, depth, packedA + p * ROWS * depth, panel, tile);
+                store_c(target, p * ROWS, rows, &run, 1, tile, 0, accumulate || e0 > 0);
             }
         }
     }

@@ -124,8 +124,11 @@ struct BenchConvCommand: ParsableCommand {
         let peak = try? PeakProbe.peak(for: device)
         print("Conv2D on \(device) · median of \(bench.runs) runs after warm-up")
         if let peak { print(peakLine(peak)) }
+        // The reference: im2col + CLBlast on OpenCL devices, im2col + OpenBLAS on the native CPU.
+        let referenceName = (rows.first { $0.referenceName != nil }?.referenceName ?? "reference")
+            .replacingOccurrences(of: " ", with: "")
         print(pad("shape", 12) + pad("pass", 16) + pad("algorithm", 24) + pad("opal ms", 11) + pad("GFLOP/s", 10)
-              + pad("im2col+CLBlast ms", 19) + pad("ref/opal", 10) + (peak == nil ? "" : pad("% peak", 8)))
+              + pad("\(referenceName) ms", 19) + pad("ref/opal", 10) + (peak == nil ? "" : pad("% peak", 8)))
         for row in rows {
             print(pad(row.shape, 12) + pad(row.pass.rawValue, 16) + pad(row.algorithm, 24)
                   + pad(format(row.opal.medianMilliseconds, 3), 11) + pad(format(row.opalGigaflops, 1), 10)

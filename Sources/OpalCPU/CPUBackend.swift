@@ -3,6 +3,7 @@ import CParallel
 import Dispatch
 import Foundation
 import OpalCore
+import Synchronization
 
 /// The native CPU backend: OpenBLAS `sgemm` for matrix products and tight loops over raw pointers
 /// for everything else. It runs synchronously (every call has finished when it returns), so it is
@@ -11,14 +12,22 @@ import OpalCore
 /// The op families live in one file each, mirroring `Kernels/*.cl`: `Elementwise.swift`,
 /// `Reduce.swift`, `Softmax.swift`, `Loss.swift`, `Optim.swift`, `Gemm.swift`.
 ///
-/// `@unchecked Sendable`: the backend's only mutable state is the buffer cache, which is guarded
-/// by a lock; the ops themselves touch only the buffers they are given.
+/// `@unchecked Sendable`: the backend's mutable state is the buffer cache, which is guarded by a lock,
+/// and the convolution engine, an atomic; the ops themselves touch only the buffers they are given.
 public final class CPUBackend: Backend, @unchecked Sendable {
     public let name = "cpu"
     public let kind = DeviceKind.cpu
     public let deviceDescription: String
     /// Threads used by OpenBLAS and by the parallel elementwise loops.
     public let threadCount: Int
+    private let selectedConvolutionEngine = Atomic<Int>(CPUConvolutionEngine.automatic.rawValue)
+
+    /// How convolutions multiply (`.automatic`: CVectorMath's packed GEMM where it serves, see
+    /// `convolutionAlgorithm`); benchmarks set `.openBLAS` to time the im2col + OpenBLAS reference.
+    public var convolutionEngine: CPUConvolutionEngine {
+        get { CPUConvolutionEngine(rawValue: selectedConvolutionEngine.load(ordering: .relaxed)) ?? .automatic }
+        set { selectedConvolutionEngine.store(newValue.rawValue, ordering: .relaxed) }
+    }
     let cache: CPUBufferCache
 
     /// - Parameter cacheCapacityBytes: how many bytes of freed large buffers are kept for reuse.

@@ -34,7 +34,35 @@ import Synchronization
 // `referenceConv2D…` below are the direct loops (Double accumulation) the fast path is tested against
 // (Tests/OpalCPUTests/ConvTests.swift).
 
+/// How the CPU backend's convolutions multiply: `.automatic` runs CVectorMath's packed GEMM where it serves
+/// (`CPUBackend.convolutionAlgorithm`), `.openBLAS` always im2col/col2im + OpenBLAS (the reference).
+public enum CPUConvolutionEngine: Int, Sendable {
+    case automatic, openBLAS
+}
+
 extension CPUBackend {
+    /// The algorithm a convolution pass runs on this machine, for reports: "implicit GEMM" (B's panels
+    /// packed straight from the planes, no column matrix), "im2col + packed GEMM", or "im2col + OpenBLAS".
+    public func convolutionAlgorithm(_ d: Conv2DDescriptor, backwardWeight: Bool = false) -> String {
+        guard let plan = try? ConvolutionPlan(d, op: "convolutionAlgorithm"), usesPackedGEMM(plan) else {
+            return "im2col + OpenBLAS"
+        }
+        if let windows = plan.windows, opal_conv_windows_implicit(windows.pointer) != 0 { return "implicit GEMM" }
+        return backwardWeight ? "im2col + OpenBLAS" : (plan.needsColumns ? "im2col + packed GEMM" : "packed GEMM")
+    }
+
+    /// Whether CVectorMath's packed GEMM serves the plan's convolution: with the automatic engine, AVX-512,
+    /// output planes of fewer than 512 positions and at least 64 rows of col (K = Cg·kH·kW). Small planes
+    /// are what it was built for: OpenBLAS then either repacks the weights for a few columns per element or
+    /// needs the column matrix of a whole chunk. On large planes OpenBLAS's per-element GEMMs are wide and
+    /// were faster (K2's 3×3 on 56×56: 22 vs 30 ms forward); shallower products are mostly packing and
+    /// stores (R2's 1→32 3×3 ran 40 % slower on it), and a backward weight pass would leave its 32-row
+    /// tiles half empty.
+    func usesPackedGEMM(_ plan: ConvolutionPlan) -> Bool {
+        convolutionEngine == .automatic && plan.depth >= 64 && plan.positions < ConvolutionPlan.batchedPositions
+            && opal_packed_gemm_available() != 0
+    }
+
     /// `y = conv2D(x, w) + bias` (see `Conv2DDescriptor`).
     /// - Parameters:
     ///   - input: x, [batch, inputChannels, inputHeight, inputWidth]
@@ -227,7 +255,7 @@ extension CPUBackend {
         let x = try cpuBuffer(input, op: "conv2DBackwardWeight", elements: d.inputCount).floats
         let dy = try cpuBuffer(gradOutput, op: "conv2DBackwardWeight", elements: d.outputCount).floats
         let dw = try cpuBuffer(gradWeight, op: "conv2DBackwardWeight", elements: d.weightCount).floats
-        if ConvolutionPlan.usesPackedGEMM(plan), let windows = plan.windows?.pointer,
+        if usesPackedGEMM(plan), let windows = plan.windows?.pointer,
            opal_conv_windows_implicit(windows) != 0 {
             implicitConv2DBackwardWeight(x, dy, dw, d, plan, windows)
             return
@@ -320,7 +348,7 @@ extension CPUBackend {
     /// nil where the packed GEMM is not available (no AVX-512): OpenBLAS serves instead.
     private func packedWeights(_ w: UnsafeMutablePointer<Float>, _ d: Conv2DDescriptor, _ plan: ConvolutionPlan,
                                m: Int, k: Int, transposed: Bool) -> PackedWeights? {
-        guard ConvolutionPlan.usesPackedGEMM(plan) else { return nil }
+        guard usesPackedGEMM(plan) else { return nil }
         let perGroup = opal_packed_a_count(m, k)
         let panels = perGroup / (Int(OPAL_PACKED_ROWS) * max(k, 1))
         let weights = PackedWeights(
@@ -605,13 +633,6 @@ struct ConvolutionPlan {
     /// Column-matrix budget of each batch-split worker: 256 Ki floats (1 MiB), so that a chunk's column
     /// matrix stays in the core's L2 cache between im2col and the GEMM.
     static let workerColumnElements = 256 << 10
-
-    /// Whether CVectorMath's packed GEMM serves the plan's convolution: with AVX-512 and at least 64 rows of
-    /// col (K = Cg·kH·kW). Shallower products are mostly packing and stores (R2's 1→32 3×3 ran 40 % slower
-    /// on it than on OpenBLAS), and a backward weight pass would leave its 32-row tiles half empty.
-    static func usesPackedGEMM(_ plan: ConvolutionPlan) -> Bool {
-        plan.depth >= 64 && opal_packed_gemm_available() != 0
-    }
 
     /// Batch-split workers (1: chunks in order, work split inside each op).
     let workers: Int
