@@ -117,12 +117,17 @@ final class ConvTests: CPUTestCase {
     }
 
     /// im2col and col2im have a scalar, an AVX2 (gathers) and an AVX-512 (contiguous windows) version in
-    /// CVectorMath; every version this processor has runs the grid's three passes against the references.
+    /// CVectorMath, and with AVX-512 the packed GEMM serves deep products on small planes unless the
+    /// OpenBLAS engine is chosen; every version and engine this processor has runs the grid's three passes
+    /// against the references.
     func testEveryVectorVersionMatchesReference() throws {
         let supported = opal_gather_level()
-        defer { opal_gather_limit_level(supported) }
-        for level in 0...supported {
+        defer { opal_gather_limit_level(supported); backend.convolutionEngine = .automatic }
+        var versions: [(level: Int32, engine: CPUConvolutionEngine)] = (0...supported).map { ($0, .automatic) }
+        if supported == 2 { versions.append((2, .openBLAS)) }
+        for (level, engine) in versions {
             opal_gather_limit_level(level)
+            backend.convolutionEngine = engine
             XCTAssertEqual(opal_gather_level(), level)
             for d in ConvTests.grid {
                 let x = uniform(d.inputCount), w = uniform(d.weightCount), dy = uniform(d.outputCount)
@@ -132,15 +137,34 @@ final class ConvTests: CPUTestCase {
                 try backend.conv2DBackwardWeight(try buffer(x), try buffer(dy), dw, descriptor: d)
                 try assertWithin(try read(y), CPUBackend.referenceConv2D(x, w, nil, descriptor: d),
                                  scale: CPUBackend.referenceConv2D(x.map(abs), w.map(abs), nil, descriptor: d),
-                                 "level \(level) forward \(d)")
+                                 "level \(level) \(engine) forward \(d)")
                 try assertWithin(try read(dx), CPUBackend.referenceConv2DBackwardData(dy, w, descriptor: d),
                                  scale: CPUBackend.referenceConv2DBackwardData(dy.map(abs), w.map(abs), descriptor: d),
-                                 "level \(level) backward data \(d)")
+                                 "level \(level) \(engine) backward data \(d)")
                 try assertWithin(try read(dw), CPUBackend.referenceConv2DBackwardWeight(x, dy, descriptor: d),
                                  scale: CPUBackend.referenceConv2DBackwardWeight(x.map(abs), dy.map(abs), descriptor: d),
-                                 "level \(level) backward weight \(d)")
+                                 "level \(level) \(engine) backward weight \(d)")
             }
         }
+    }
+
+    /// The algorithm each pass reports, by shape and engine (the names `opal bench conv` prints).
+    func testAlgorithmNames() throws {
+        defer { backend.convolutionEngine = .automatic }
+        let dcgan = Conv2DDescriptor(batch: 4, inputChannels: 64, inputHeight: 14, inputWidth: 14, outputChannels: 128,
+                                     kernelHeight: 4, kernelWidth: 4, strideHeight: 2, strideWidth: 2,
+                                     paddingHeight: 1, paddingWidth: 1)
+        let shallow = Conv2DDescriptor(batch: 4, inputChannels: 1, inputHeight: 28, inputWidth: 28, outputChannels: 32,
+                                       kernelHeight: 3, kernelWidth: 3, paddingHeight: 1, paddingWidth: 1)
+        let large = Conv2DDescriptor(batch: 1, inputChannels: 64, inputHeight: 56, inputWidth: 56, outputChannels: 64,
+                                     kernelHeight: 3, kernelWidth: 3, paddingHeight: 1, paddingWidth: 1)
+        let packed = opal_packed_gemm_available() != 0
+        XCTAssertEqual(backend.convolutionAlgorithm(dcgan), packed ? "implicit GEMM" : "im2col + OpenBLAS")
+        XCTAssertEqual(backend.convolutionAlgorithm(dcgan, backwardWeight: true), packed ? "implicit GEMM" : "im2col + OpenBLAS")
+        XCTAssertEqual(backend.convolutionAlgorithm(shallow), "im2col + OpenBLAS", "K = 9: below the packed GEMM's depth")
+        XCTAssertEqual(backend.convolutionAlgorithm(large), "im2col + OpenBLAS", "3136 positions: OpenBLAS's wide GEMMs")
+        backend.convolutionEngine = .openBLAS
+        XCTAssertEqual(backend.convolutionAlgorithm(dcgan), "im2col + OpenBLAS")
     }
 
     /// A column budget small enough that the batch is split into chunks of 2 (and backward-weight
