@@ -236,12 +236,6 @@ __attribute__((target("avx512f"))) static void im2col_contiguous_avx512(const fl
 
 int opal_conv_windows_strided(const opal_conv_windows *windows) { return windows && windows->strided; }
 
-void opal_conv_split_phases(const float *x, const opal_conv_geometry *g, const opal_conv_windows *windows,
-                            long begin, long end, float *phases) {
-    const long plane = g->height * g->width;
-    for (long p = begin; p < end; p++) split_phases_avx512(x + p * plane, g, windows, phases + p * plane);
-}
-
 int opal_conv_windows_implicit(const opal_conv_windows *windows) { return windows && windows->taps <= 64; }
 
 // Bits t0 ..< t0 + length (length ≤ 32) of a tap's mask words (chunks of them, 16 bits each).
@@ -272,7 +266,6 @@ void opal_conv_tile_make(const opal_conv_columns *columns, long first, long coun
     const contiguous_plan *plan = columns->windows;
     const long positions = plan->positions, taps = plan->taps;
     tile->runs = 0;
-    tile->count = count;
     for (long c = first; c < first + count; tile->runs++) {
         const long element = c / positions, start = c % positions, at = c - first;
         const long length = positions - start < first + count - c ? positions - start : first + count - c;
@@ -545,10 +538,6 @@ void opal_conv_add_columns(const opal_conv_columns *columns, const opal_conv_til
 void opal_conv_pack_columns_transposed(const opal_conv_columns *columns, long rows, long row0, long element0,
                                        long elements, float *panel) {
     (void)columns; (void)rows; (void)row0; (void)element0; (void)elements; (void)panel;
-}
-void opal_conv_split_phases(const float *x, const opal_conv_geometry *g, const opal_conv_windows *windows,
-                            long begin, long end, float *phases) {
-    (void)x; (void)g; (void)windows; (void)begin; (void)end; (void)phases;
 }
 void opal_conv_pack_columns(const opal_conv_columns *columns, const opal_conv_tile *tile, long rows, float *panel) {
     (void)columns; (void)tile; (void)rows; (void)panel;

@@ -138,10 +138,11 @@ __attribute__((target("avx512f"))) static void store_c(opal_blocked_matrix c, lo
     }
 }
 
-// The loop of the header's algorithm box, B packed from a blocked matrix or from implicit columns.
+// The loop of the header's algorithm box: B packed from a blocked matrix or from implicit columns, C stored
+// through a blocked matrix or (`sums`, the adjoint) each block of it summed into implicit columns' phases.
 static int packed_gemm(long m, long n, long k, const float *packedA, const opal_blocked_matrix *b,
-                       const opal_conv_columns *columns, opal_blocked_matrix c, const float *bias, int accumulate,
-                       long tileBegin, long tileEnd, float *scratch) {
+                       const opal_conv_columns *columns, opal_blocked_matrix c, const opal_conv_columns *sums,
+                       const float *bias, int accumulate, long tileBegin, long tileEnd, float *scratch) {
     if (!opal_packed_gemm_available()) return 0;
     segment bRuns[COLUMNS], cRuns[COLUMNS];
     float tile[ROWS * COLUMNS] __attribute__((aligned(64)));
@@ -150,17 +151,19 @@ static int packed_gemm(long m, long n, long k, const float *packedA, const opal_
     for (long t = tileBegin; t < tileEnd; t++) {
         const long first = t * COLUMNS, count = n - first < COLUMNS ? n - first : COLUMNS;
         if (count <= 0) break;
-        const int cRunCount = segments_of(c, first, count, cRuns);
+        const int cRunCount = sums ? 0 : segments_of(c, first, count, cRuns);
         if (b) {
             pack_b(*b, k, bRuns, segments_of(*b, first, count, bRuns), scratch);
         } else {
             opal_conv_tile_make(columns, first, count, &columnTile);
             opal_conv_pack_columns(columns, &columnTile, k, scratch);
         }
+        if (sums) opal_conv_tile_make(sums, first, count, &columnTile);
         for (long p = 0; p < panels; p++) {
             const long rows = m - p * ROWS < ROWS ? m - p * ROWS : ROWS;
             panel_block(rows, k, packedA + p * ROWS * k, scratch, tile);
-            store_c(c, p * ROWS, rows, cRuns, cRunCount, tile, bias, accumulate);
+            if (sums) opal_conv_add_columns(sums, &columnTile, p * ROWS, rows, tile);
+            else store_c(c, p * ROWS, rows, cRuns, cRunCount, tile, bias, accumulate);
         }
     }
     return 1;
@@ -168,36 +171,23 @@ static int packed_gemm(long m, long n, long k, const float *packedA, const opal_
 
 int opal_packed_gemm(long m, long n, long k, const float *packedA, opal_blocked_matrix b, opal_blocked_matrix c,
                      const float *bias, int accumulate, long tileBegin, long tileEnd, float *scratch) {
-    return packed_gemm(m, n, k, packedA, &b, 0, c, bias, accumulate, tileBegin, tileEnd, scratch);
+    return packed_gemm(m, n, k, packedA, &b, 0, c, 0, bias, accumulate, tileBegin, tileEnd, scratch);
 }
 
 int opal_packed_conv_gemm(long m, long n, long k, const float *packedA, const opal_conv_columns *b,
                           opal_blocked_matrix c, const float *bias, int accumulate, long tileBegin, long tileEnd,
                           float *scratch) {
     if (!opal_conv_windows_implicit(b->windows)) return 0;
-    return packed_gemm(m, n, k, packedA, 0, b, c, bias, accumulate, tileBegin, tileEnd, scratch);
+    return packed_gemm(m, n, k, packedA, 0, b, c, 0, bias, accumulate, tileBegin, tileEnd, scratch);
 }
 
 int opal_packed_conv_gemm_adjoint(long m, long n, long k, const float *packedA, opal_blocked_matrix b,
                                   const opal_conv_columns *c, long tileBegin, long tileEnd, float *scratch) {
-    if (!opal_packed_gemm_available() || !opal_conv_windows_implicit(c->windows)) return 0;
-    segment bRuns[COLUMNS];
-    float tile[ROWS * COLUMNS] __attribute__((aligned(64)));
-    opal_conv_tile columnTile;
-    const long panels = (m + ROWS - 1) / ROWS;
-    for (long t = tileBegin; t < tileEnd; t++) {
-        const long first = t * COLUMNS, count = n - first < COLUMNS ? n - first : COLUMNS;
-        if (count <= 0) break;
-        pack_b(b, k, bRuns, segments_of(b, first, count, bRuns), scratch);
-        opal_conv_tile_make(c, first, count, &columnTile);
-        for (long p = 0; p < panels; p++) {
-            const long rows = m - p * ROWS < ROWS ? m - p * ROWS : ROWS;
-            panel_block(rows, k, packedA + p * ROWS * k, scratch, tile);
-            opal_conv_add_columns(c, &columnTile, p * ROWS, rows, tile);
-        }
-    }
-    return 1;
+    if (!opal_conv_windows_implicit(c->windows)) return 0;
+    const opal_blocked_matrix unused = { 0, 0, 1, 0 };
+    return packed_gemm(m, n, k, packedA, &b, 0, unused, c, 0, 0, tileBegin, tileEnd, scratch);
 }
+
 long opal_conv_weight_block(long positions) { return positions < 256 ? 256 / positions : 1; }
 
 int opal_packed_conv_gemm_weight(long m, long n, const float *a, long positions, long elementStride,

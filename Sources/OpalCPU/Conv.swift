@@ -31,6 +31,12 @@ import Synchronization
 // the phase planes (`ConvolutionWindows`, built once per call). Elsewhere index tables computed once per
 // call (`ConvolutionPlan.tapOffsets`, `ConvolutionPlan.SumTable`) are applied with AVX2 gathers, or a scalar
 // loop. Either way col2im writes each element of dx once (no zero fill beforehand).
+// With AVX-512, small planes (P < 512) and K ≥ 64 (`usesPackedGEMM`), CVectorMath's own packed SGEMM
+// replaces OpenBLAS, with the weights packed once per call. On contiguous shapes of at most 64 taps it runs
+// as implicit GEMMs, no column matrix at all (`implicitConv2D…` below): the forward pass over the whole batch,
+// B's panels packed from phase planes split per element into a small per-thread ring; backward data summing
+// each block of W_gᵀ · dy into dx's phase planes; backward weight packing colᵀ's panels from the phases.
+// Elsewhere the packed GEMM reads the chunk's column matrix and writes y or col through blocked layouts.
 // `referenceConv2D…` below are the direct loops (Double accumulation) the fast path is tested against
 // (Tests/OpalCPUTests/ConvTests.swift).
 
@@ -473,9 +479,10 @@ extension CPUBackend {
     }
 
     /// The backward weight pass as implicit GEMMs, dW_g = Σ dy_g · col_gᵀ with col's panels packed (and
-    /// transposed) straight from the phase planes: per unit of batch elements, the planes split into phases,
-    /// then for each group the unit's product added to the worker's partial dW (worker 0's is dw itself).
-    /// The units (two per worker) go to the workers from a shared counter; the partials are summed at the end.
+    /// transposed) straight from the phase planes: per unit of batch elements and group, the unit's product
+    /// added to the worker's partial dW (worker 0's is dw itself), in depth blocks of whole elements whose
+    /// planes are split into phases right before the block is packed. The units (two per worker) go to the
+    /// workers from a shared counter; the partials are summed at the end.
     private func implicitConv2DBackwardWeight(_ x: UnsafeMutablePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                                               _ dw: UnsafeMutablePointer<Float>, _ d: Conv2DDescriptor,
                                               _ plan: ConvolutionPlan, _ windows: OpaquePointer) {

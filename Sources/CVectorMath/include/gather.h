@@ -47,7 +47,7 @@ void opal_col2im(const float *col, const opal_conv_windows *windows, const int *
 /// The columns of im2col without the column matrix: the implicit GEMM operands of a contiguous convolution
 /// (CVectorMath's packed GEMM). Row c·kH·kW + tap, column j·P + t of a chunk of batch elements is im2col's
 /// col entry, read from (or, for the adjoint, summed into) `phases`: plane p = j·channels + c's phases at
-/// phases + p·H·W (`opal_conv_split_phases`; the planes themselves when the windows are not strided).
+/// phases + p·H·W (the planes themselves when the windows are not strided), or split lazily into a ring.
 typedef struct {
     const opal_conv_windows *windows;
     float *phases;
@@ -68,19 +68,16 @@ typedef struct {
 /// Computed once per tile and shared by all its rows.
 typedef struct {
     int runs;
-    long count;
     long offset[32];             // [run]: phases offset of the run's lane 0 (element plane 0, position start − lane)
-    unsigned valid[32 * 64];     // [run · taps + tap] (kernels of at most 64 taps; larger ones go lane by lane)
+    unsigned valid[32 * 64];     // [run · taps + tap] (the implicit columns serve kernels of at most 64 taps)
 } opal_conv_tile;
 
 /// 1 where the implicit columns serve the windows' shape (kernels of at most 64 taps), else 0.
 int opal_conv_windows_implicit(const opal_conv_windows *windows);
 /// 1 where the windows' shape is strided (its planes must be split into phases first), else 0.
 int opal_conv_windows_strided(const opal_conv_windows *windows);
-/// Splits planes begin ..< end of x (H·W floats each) into their phase planes at phases + p·H·W.
-void opal_conv_split_phases(const float *x, const opal_conv_geometry *g, const opal_conv_windows *windows,
-                            long begin, long end, float *phases);
-/// The adjoint of `opal_conv_split_phases`: interleaves the phase planes of planes begin ..< end back into x.
+/// The adjoint of splitting planes into phases (as `opal_conv_columns`' ring does): interleaves the phase
+/// planes of planes begin ..< end (H·W floats each, at phases + p·H·W) back into x.
 void opal_conv_merge_phases(const float *phases, const opal_conv_geometry *g, const opal_conv_windows *windows,
                             long begin, long end, float *x);
 /// Fills `tile` for columns first ..< first + count (count ≤ 32).

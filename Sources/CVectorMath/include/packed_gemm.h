@@ -10,7 +10,12 @@
 // register block of C (24 zmm accumulators, one broadcast of A and two loads of B per k) runs over the whole
 // depth, then is stored through the blocked layout (adding bias or the existing C). On the EPYC we measured
 // (2 cores, AVX-512) it reached 213 GFLOP/s per core at 128×224×1024 where OpenBLAS's SkylakeX SGEMM, which
-// also packs A, reached 188–203.
+// also packs A, reached 188–203. A last panel of fewer rows runs a 4- or 8-row block (M = 64: 5 panels of 12
+// and one of 4, not 72 rows).
+// Three drivers serve the convolution's implicit GEMMs (gather.h's `opal_conv_columns`, no column matrix):
+// `opal_packed_conv_gemm` packs B from the phase planes (forward), `opal_packed_conv_gemm_adjoint` sums
+// each block of the product into them (backward data: col2im without the matrix), and
+// `opal_packed_conv_gemm_weight` packs colᵀ from them (backward weight).
 #ifndef OPAL_PACKED_GEMM_H
 #define OPAL_PACKED_GEMM_H
 #include "gather.h"
