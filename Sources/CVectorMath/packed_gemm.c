@@ -5,11 +5,9 @@
 //       for each panel p of A (12 rows, packed once per convolution):
 //           acc[12][32] = Σ_k Ap[k][0 ..< 12] ⊗ P[k][0 ..< 32]    (24 zmm accumulators)
 //           C[p·12 + r, t·32 + c] = acc[r][c] + bias[p·12 + r] (+ C's value), rows < m, columns < n
-// The reference this is tested against is OpenBLAS (the same convolution with `opal_gather_limit_level(1)`)
-// and the Double loops of Conv.swift (Tests/OpalCPUTests/ConvTests.swift, PackedGemmTests.swift).
+// The references it is tested against are the Double loops of Conv.swift and PackedGemmTests, and OpenBLAS
+// (the same convolutions under `CPUBackend.convolutionEngine = .openBLAS`) (Tests/OpalCPUTests/ConvTests.swift).
 #include "packed_gemm.h"
-#include "gather.h"
-#include <string.h>
 
 #define ROWS OPAL_PACKED_ROWS
 #define COLUMNS OPAL_PACKED_COLUMNS
@@ -50,7 +48,6 @@ static int segments_of(opal_blocked_matrix matrix, long first, long count, segme
     }
     return found;
 }
-
 
 int opal_packed_gemm_available(void) { return opal_gather_level() == 2; }
 

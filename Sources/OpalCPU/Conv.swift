@@ -269,16 +269,10 @@ extension CPUBackend {
         let columns = cache.buffer(count: plan.workers * plan.columnCount)
         let gatheredCount = d.outputChannelsPerGroup * plan.positions * plan.chunk
         let gathered = cache.buffer(count: plan.chunk > 1 ? plan.workers * gatheredCount : 0)
-        // Worker 0 accumulates into dw itself, worker i > 0 into partials[i − 1]; they are summed at the end.
-        let partials = cache.buffer(count: (plan.workers - 1) * d.weightCount)
         let (mg, k, p) = (d.outputChannelsPerGroup, plan.depth, plan.positions)
-        // started[i]: worker i has written its first chunk (later chunks accumulate with β = 1).
-        let started = UnsafeMutablePointer<Bool>.allocate(capacity: plan.workers)
-        started.initialize(repeating: false, count: plan.workers)
-        defer { started.deallocate() }
-        forEachChunk(plan, batch: d.batch) { first, count, worker in
+        forEachChunkIntoPartials(plan, batch: d.batch, chunk: plan.chunk, dw, count: d.weightCount) {
+            first, count, worker, target, accumulate in
             let col = columns.floats + worker * plan.columnCount
-            let target = worker == 0 ? dw : partials.floats + (worker - 1) * d.weightCount
             let pitch = count * p
             if plan.needsColumns { im2col(x, col, d, plan, first: first, count: count) }
             for g in 0..<d.groups {
@@ -296,27 +290,23 @@ extension CPUBackend {
                 // dW_g [Mg, K] (+)= dyT [Mg, nb·P] · col_gᵀ [nb·P, K]
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(mg), blasint(k), blasint(pitch), 1,
                             a, blasint(lda), source, blasint(ldb),
-                            started[worker] ? 1 : 0, target + g * mg * k, blasint(k))
+                            accumulate ? 1 : 0, target + g * mg * k, blasint(k))
             }
-            started[worker] = true
-        }
-        if !started[0] { dw.update(repeating: 0, count: d.weightCount) }
-        for worker in 1..<max(plan.workers, 1) where started[worker] {
-            let partial = partials.floats + (worker - 1) * d.weightCount
-            for index in 0..<d.weightCount { dw[index] += partial[index] }
         }
     }
 
     // MARK: Scheduling
 
-    /// Runs `body(first, count, worker)` over the batch in chunks of at most `plan.chunk` elements. With one
+    /// Runs `body(first, count, worker)` over the batch in chunks of at most `chunk` (default `plan.chunk`) elements. With one
     /// worker the chunks run in order on the calling thread. With several, the workers take chunks in order
     /// from a shared counter (a worker that starts late, or a core taken by another process, only means
     /// fewer chunks for that worker) and OpenBLAS runs single-threaded meanwhile (the cores are busy with
     /// the workers: a threaded GEMM would oversubscribe them).
-    private func forEachChunk(_ plan: ConvolutionPlan, batch: Int, _ body: (Int, Int, Int) -> Void) {
+    private func forEachChunk(_ plan: ConvolutionPlan, batch: Int, chunk: Int? = nil,
+                              _ body: (Int, Int, Int) -> Void) {
+        let chunk = chunk ?? plan.chunk
         if plan.workers == 1 {
-            for first in stride(from: 0, to: batch, by: plan.chunk) { body(first, min(plan.chunk, batch - first), 0) }
+            for first in stride(from: 0, to: batch, by: chunk) { body(first, min(chunk, batch - first), 0) }
             return
         }
         // The thread count is process-wide in OpenBLAS; another thread's GEMM meanwhile runs single-threaded
@@ -324,15 +314,37 @@ extension CPUBackend {
         openblas_set_num_threads(1)
         defer { openblas_set_num_threads(Int32(threadCount)) }
         let next = Atomic<Int>(0)
-        let chunks = (batch + plan.chunk - 1) / plan.chunk
+        let chunks = (batch + chunk - 1) / chunk
         // The chunks write disjoint batch ranges and each worker slot its own scratch.
         parallelFor(iterations: plan.workers, threads: plan.workers) { worker in
             while true {
                 let index = next.add(1, ordering: .relaxed).oldValue
                 guard index < chunks else { return }
-                let first = index * plan.chunk
-                body(first, min(plan.chunk, batch - first), worker)
+                let first = index * chunk
+                body(first, min(chunk, batch - first), worker)
             }
+        }
+    }
+
+    /// `forEachChunk` for a sum over the batch into `result` (`count` floats): `body(first, count, worker,
+    /// target, accumulate)` adds the chunk's terms to `target`, which is `result` itself for worker 0 and a
+    /// partial of its own for each other worker, overwriting it where `accumulate` is false (the worker's
+    /// first chunk). The partials are summed into `result` at the end (zeroed if worker 0 had no chunk).
+    private func forEachChunkIntoPartials(_ plan: ConvolutionPlan, batch: Int, chunk: Int,
+                                          _ result: UnsafeMutablePointer<Float>, count: Int,
+                                          _ body: (Int, Int, Int, UnsafeMutablePointer<Float>, Bool) -> Void) {
+        let partials = cache.buffer(count: (plan.workers - 1) * count)
+        let started = UnsafeMutablePointer<Bool>.allocate(capacity: plan.workers)
+        started.initialize(repeating: false, count: plan.workers)
+        defer { started.deallocate() }
+        forEachChunk(plan, batch: batch, chunk: chunk) { first, elements, worker in
+            body(first, elements, worker, worker == 0 ? result : partials.floats + (worker - 1) * count, started[worker])
+            started[worker] = true
+        }
+        if !started[0] { result.update(repeating: 0, count: count) }
+        for worker in 1..<max(plan.workers, 1) where started[worker] {
+            let partial = partials.floats + (worker - 1) * count
+            for index in 0..<count { result[index] += partial[index] }
         }
     }
 
@@ -377,21 +389,13 @@ extension CPUBackend {
     /// column tiles in a batch-split worker, the tiles split over the cores with one worker.
     private func packedGEMM(_ weights: PackedWeights, _ plan: ConvolutionPlan, n: Int, worker: Int,
                             _ gemm: (Int, Int, UnsafeMutablePointer<Float>) -> Int32) {
-        let tiles = (n + Int(OPAL_PACKED_COLUMNS) - 1) / Int(OPAL_PACKED_COLUMNS)
-        let scratchCount = weights.k * Int(OPAL_PACKED_COLUMNS)
-        func run(_ begin: Int, _ end: Int, _ slot: Int) {
-            let done = gemm(begin, end, weights.scratch.floats + slot * scratchCount)
-            precondition(done == 1, "conv2D: the packed GEMM became unavailable during a call")
-        }
-        if plan.workers > 1 {
-            run(0, tiles, worker)
+        guard plan.workers > 1 else {
+            withoutActuallyEscaping(gemm) { gemm in forEachTileRange(weights, n: n) { _ in (gemm, {}) } }
             return
         }
-        let threads = min(threadCount, max(1, weights.m * n * weights.k / ParallelGrain.gemm), tiles)
-        if threads <= 1 { run(0, tiles, 0); return }
-        parallelFor(iterations: threads, threads: threads) { slot in
-            run(slot * tiles / threads, (slot + 1) * tiles / threads, slot)
-        }
+        let tiles = (n + Int(OPAL_PACKED_COLUMNS) - 1) / Int(OPAL_PACKED_COLUMNS)
+        let done = gemm(0, tiles, weights.scratch.floats + worker * weights.k * Int(OPAL_PACKED_COLUMNS))
+        precondition(done == 1, "conv2D: the packed GEMM became unavailable during a call")
     }
 
     /// The forward pass as one implicit GEMM per group over the whole batch, y_g [Mg, N·P] = W_g · col_g, where
@@ -444,37 +448,30 @@ extension CPUBackend {
         let planeSize = d.inputHeight * d.inputWidth, p = d.outputHeight * d.outputWidth
         let mg = d.outputChannelsPerGroup
         let unit = plan.workers > 1 ? (d.batch + 2 * plan.workers - 1) / (2 * plan.workers) : d.batch
-        let units = (d.batch + unit - 1) / unit
         let strided = opal_conv_windows_strided(windows) != 0
         let phaseCount = strided ? unit * d.inputChannels * planeSize : 0
         let phases = cache.buffer(count: plan.workers * phaseCount)
         let scratchCount = packed.k * Int(OPAL_PACKED_COLUMNS)
         var geometry = plan.geometry
-        let next = Atomic<Int>(0)
-        parallelFor(iterations: plan.workers, threads: plan.workers) { worker in
-            while true {
-                let index = next.add(1, ordering: .relaxed).oldValue
-                guard index < units else { return }
-                let first = index * unit, count = min(unit, d.batch - first)
-                let planes = count * d.inputChannels
-                let target = dx + first * d.inputChannels * planeSize
-                let sums = strided ? phases.floats + worker * phaseCount : target
-                sums.update(repeating: 0, count: planes * planeSize)
-                let n = count * p
-                let tiles = (n + Int(OPAL_PACKED_COLUMNS) - 1) / Int(OPAL_PACKED_COLUMNS)
-                for g in 0..<d.groups {
-                    let source = Blocked.planes(dy + (first * d.outputChannels + g * mg) * p, plane: p,
-                                                elementStride: d.outputChannels * p)
-                    var columns = opal_conv_columns(windows: windows, phases: sums + g * d.inputChannelsPerGroup * planeSize,
-                                                    channels: d.inputChannels, source: nil, sourceStride: 0,
-                                                    geometry: nil, ring: 0, resident: nil)
-                    let done = opal_packed_conv_gemm_adjoint(packed.m, n, packed.k, packed.packed.floats + g * packed.perGroup,
-                                                             source, &columns, 0, tiles,
-                                                             packed.scratch.floats + worker * scratchCount)
-                    precondition(done == 1, "conv2DBackwardData: the packed GEMM became unavailable during a call")
-                }
-                if strided { opal_conv_merge_phases(sums, &geometry, windows, 0, planes, target) }
+        forEachChunk(plan, batch: d.batch, chunk: unit) { first, count, worker in
+            let planes = count * d.inputChannels
+            let target = dx + first * d.inputChannels * planeSize
+            let sums = strided ? phases.floats + worker * phaseCount : target
+            sums.update(repeating: 0, count: planes * planeSize)
+            let n = count * p
+            let tiles = (n + Int(OPAL_PACKED_COLUMNS) - 1) / Int(OPAL_PACKED_COLUMNS)
+            for g in 0..<d.groups {
+                let source = Blocked.planes(dy + (first * d.outputChannels + g * mg) * p, plane: p,
+                                            elementStride: d.outputChannels * p)
+                var columns = opal_conv_columns(windows: windows, phases: sums + g * d.inputChannelsPerGroup * planeSize,
+                                                channels: d.inputChannels, source: nil, sourceStride: 0,
+                                                geometry: nil, ring: 0, resident: nil)
+                let done = opal_packed_conv_gemm_adjoint(packed.m, n, packed.k, packed.packed.floats + g * packed.perGroup,
+                                                         source, &columns, 0, tiles,
+                                                         packed.scratch.floats + worker * scratchCount)
+                precondition(done == 1, "conv2DBackwardData: the packed GEMM became unavailable during a call")
             }
+            if strided { opal_conv_merge_phases(sums, &geometry, windows, 0, planes, target) }
         }
     }
 
@@ -489,7 +486,6 @@ extension CPUBackend {
         let planeSize = d.inputHeight * d.inputWidth, p = d.outputHeight * d.outputWidth
         let (mg, k) = (d.outputChannelsPerGroup, plan.depth)
         let unit = plan.workers > 1 ? (d.batch + 2 * plan.workers - 1) / (2 * plan.workers) : d.batch
-        let units = (d.batch + unit - 1) / unit
         let cg = d.inputChannelsPerGroup
         // Strided shapes split each depth block's elements into phases right before packing them (a ring
         // of one block per worker, still in cache when the block's tiles read it).
@@ -499,48 +495,31 @@ extension CPUBackend {
         let packedCount = opal_packed_a_count(mg, depth), panelCount = depth * Int(OPAL_PACKED_COLUMNS)
         let perWorker = packedCount + panelCount + ringCount
         let scratch = cache.buffer(count: plan.workers * perWorker)
-        let partials = cache.buffer(count: (plan.workers - 1) * d.weightCount)
-        // started[i]: worker i has written its partial (later units accumulate).
-        let started = UnsafeMutablePointer<Bool>.allocate(capacity: plan.workers)
-        started.initialize(repeating: false, count: plan.workers)
-        defer { started.deallocate() }
         var geometry = plan.geometry
-        let next = Atomic<Int>(0)
+        let resident = UnsafeMutablePointer<Int>.allocate(capacity: plan.workers * max(ring, 1))
+        defer { resident.deallocate() }
         withUnsafeMutablePointer(to: &geometry) { geometry in
-            parallelFor(iterations: plan.workers, threads: plan.workers) { worker in
-                let target = worker == 0 ? dw : partials.floats + (worker - 1) * d.weightCount
+            forEachChunkIntoPartials(plan, batch: d.batch, chunk: unit, dw, count: d.weightCount) {
+                first, count, worker, target, accumulate in
                 let packedA = scratch.floats + worker * perWorker, panel = packedA + packedCount
-                let phases = panel + panelCount
-                let resident = UnsafeMutablePointer<Int>.allocate(capacity: max(ring, 1))
-                defer { resident.deallocate() }
-                while true {
-                    let index = next.add(1, ordering: .relaxed).oldValue
-                    guard index < units else { return }
-                    let first = index * unit, count = min(unit, d.batch - first)
-                    let planes = x + (first * d.inputChannels) * planeSize
-                    for g in 0..<d.groups {
-                        resident.initialize(repeating: -1, count: max(ring, 1))
-                        var columns = ring > 0
-                            ? opal_conv_columns(windows: windows, phases: phases, channels: cg,
-                                                source: planes + g * cg * planeSize,
-                                                sourceStride: d.inputChannels * planeSize, geometry: geometry,
-                                                ring: ring, resident: resident)
-                            : opal_conv_columns(windows: windows, phases: planes + g * cg * planeSize,
-                                                channels: d.inputChannels, source: nil, sourceStride: 0, geometry: nil,
-                                                ring: 0, resident: nil)
-                        let done = opal_packed_conv_gemm_weight(mg, k, dy + (first * d.outputChannels + g * mg) * p, p,
-                                                                d.outputChannels * p, &columns, count, target + g * mg * k,
-                                                                k, started[worker] ? 1 : 0, packedA, panel)
-                        precondition(done == 1, "conv2DBackwardWeight: the packed GEMM became unavailable during a call")
-                    }
-                    started[worker] = true
+                let phases = panel + panelCount, resident = resident + worker * max(ring, 1)
+                let planes = x + (first * d.inputChannels) * planeSize
+                for g in 0..<d.groups {
+                    resident.initialize(repeating: -1, count: max(ring, 1))
+                    var columns = ring > 0
+                        ? opal_conv_columns(windows: windows, phases: phases, channels: cg,
+                                            source: planes + g * cg * planeSize,
+                                            sourceStride: d.inputChannels * planeSize, geometry: geometry,
+                                            ring: ring, resident: resident)
+                        : opal_conv_columns(windows: windows, phases: planes + g * cg * planeSize,
+                                            channels: d.inputChannels, source: nil, sourceStride: 0, geometry: nil,
+                                            ring: 0, resident: nil)
+                    let done = opal_packed_conv_gemm_weight(mg, k, dy + (first * d.outputChannels + g * mg) * p, p,
+                                                            d.outputChannels * p, &columns, count, target + g * mg * k,
+                                                            k, accumulate ? 1 : 0, packedA, panel)
+                    precondition(done == 1, "conv2DBackwardWeight: the packed GEMM became unavailable during a call")
                 }
             }
-        }
-        if !started[0] { dw.update(repeating: 0, count: d.weightCount) }
-        for worker in 1..<max(plan.workers, 1) where started[worker] {
-            let partial = partials.floats + (worker - 1) * d.weightCount
-            for index in 0..<d.weightCount { dw[index] += partial[index] }
         }
     }
 
